@@ -1,0 +1,1 @@
+"""reelfs: the archive core."""

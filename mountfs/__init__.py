@@ -1,0 +1,1 @@
+"""reelfs: the FUSE front end and the command line."""
