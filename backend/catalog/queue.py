@@ -1,0 +1,109 @@
+"""The request queue: writes waiting for a family's volume, recalls waiting for a volume.
+
+Rows live in the catalog so that every process (the daemon, the CLI, `reelfs serve`)
+sees one queue; the library manager reads it lazily with bounded queries, never replaying
+it file by file at start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from backend.catalog.db import Catalog
+
+WRITE, RECALL = "write", "recall"
+QUEUED, RUNNING = "queued", "running"
+
+
+class RequestQueue:
+    def __init__(self, cat: Catalog) -> None:
+        self.cat = cat
+
+    def enqueue_write(self, bitfile: int, family: str, *, urgent: bool = False) -> int:
+        with self.cat.tx():
+            row = self.cat.one(
+                "SELECT id FROM requests WHERE bitfile=? AND kind=?", (bitfile, WRITE)
+            )
+            if row:
+                if urgent:
+                    self.cat.execute("UPDATE requests SET urgent=1 WHERE id=?", (row[0],))
+                self.cat.execute("UPDATE requests SET family=? WHERE id=?", (family, row[0]))
+                return int(row[0])
+            cur = self.cat.execute(
+                "INSERT INTO requests(kind, bitfile, family, state, urgent, created_ns) "
+                "VALUES (?,?,?,?,?,?)",
+                (WRITE, bitfile, family, QUEUED, int(urgent), time.time_ns()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def enqueue_recall(
+        self, bitfile: int, volume: str, fileno: int, block: int, *, urgent: bool = True
+    ) -> tuple[int, bool]:
+        """Queue a recall unless one is queued already: (request id, newly queued)."""
+        with self.cat.tx():
+            row = self.cat.one(
+                "SELECT id FROM requests WHERE bitfile=? AND kind=?", (bitfile, RECALL)
+            )
+            if row:
+                return int(row[0]), False
+            cur = self.cat.execute(
+                "INSERT INTO requests(kind, bitfile, volume, fileno, block, state, urgent, "
+                "created_ns) VALUES (?,?,?,?,?,?,?,?)",
+                (RECALL, bitfile, volume, fileno, block, QUEUED, int(urgent), time.time_ns()),
+            )
+            return int(cur.lastrowid or 0), True
+
+    def has(self, bitfile: int, kind: str) -> bool:
+        return (
+            self.cat.one("SELECT 1 FROM requests WHERE bitfile=? AND kind=?", (bitfile, kind))
+            is not None
+        )
+
+    def make_urgent(self, bitfiles: Iterable[int]) -> int:
+        n = 0
+        with self.cat.tx():
+            for b in bitfiles:
+                n += self.cat.execute(
+                    "UPDATE requests SET urgent=1 WHERE bitfile=? AND kind=?", (b, WRITE)
+                ).rowcount
+        return n
+
+    def make_all_urgent(self) -> int:
+        with self.cat.tx():
+            return self.cat.execute(
+                "UPDATE requests SET urgent=1 WHERE kind=? AND urgent=0", (WRITE,)
+            ).rowcount
+
+    def claim(self, ids: Iterable[int], drive: str) -> None:
+        now = time.time_ns()
+        with self.cat.tx():
+            for i in ids:
+                self.cat.execute(
+                    "UPDATE requests SET state=?, drive=?, started_ns=?, tries=tries+1 WHERE id=?",
+                    (RUNNING, drive, now, i),
+                )
+
+    def done(self, request_id: int) -> None:
+        with self.cat.tx():
+            self.cat.execute("DELETE FROM requests WHERE id=?", (request_id,))
+
+    def requeue(self, request_id: int, error: str | None = None, *, delay: float = 0.0) -> None:
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE requests SET state=?, drive=NULL, error=?, not_before_ns=? WHERE id=?",
+                (QUEUED, error, time.time_ns() + int(delay * 1e9), request_id),
+            )
+
+    def reset_running(self) -> int:
+        """After a crash nothing is running: put every claimed request back in the queue."""
+        with self.cat.tx():
+            return self.cat.execute(
+                "UPDATE requests SET state=?, drive=NULL WHERE state=?", (QUEUED, RUNNING)
+            ).rowcount
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        return {
+            (r[0], r[1]): r[2]
+            for r in self.cat.all("SELECT kind, state, count(*) FROM requests GROUP BY kind, state")
+        }

@@ -1,0 +1,161 @@
+"""The volume clerk: tape volumes, their state and free space, and which one a family writes.
+
+A family writes its own volumes; when none has room it draws a blank volume from the
+common pool, oldest insertion first (the Enstore seed's question, answered: volumes are
+drawn from the unallocated pool in the order they were put into the library).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from backend.catalog.db import Catalog
+
+BLANK, WRITABLE, FULL, READONLY, SUSPECT, NOACCESS, MISSING, CLEANING = (
+    "blank",
+    "writable",
+    "full",
+    "readonly",
+    "suspect",
+    "noaccess",
+    "missing",
+    "cleaning",
+)
+#: states from which data can still be read
+READABLE = (WRITABLE, FULL, READONLY, SUSPECT)
+
+_COLS = (
+    "label, library, media_type, capacity, bytes_used, state, family, storage_group, "
+    "inserted_ns, mount_count, last_mount_ns, files, next_fileno, eod_block, home, error, uses"
+)
+
+
+@dataclass
+class Volume:
+    label: str
+    library: str
+    media_type: str
+    capacity: int
+    bytes_used: int
+    state: str
+    family: str | None
+    storage_group: str | None
+    inserted_ns: int
+    mount_count: int
+    last_mount_ns: int | None
+    files: int
+    next_fileno: int
+    eod_block: int
+    home: int | None
+    error: str | None
+    uses: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.bytes_used)
+
+
+class VolumeClerk:
+    def __init__(self, cat: Catalog) -> None:
+        self.cat = cat
+
+    def add(
+        self,
+        label: str,
+        *,
+        capacity: int,
+        home: int | None,
+        media_type: str = "emulated",
+        state: str = BLANK,
+        inserted_ns: int | None = None,
+    ) -> Volume:
+        with self.cat.tx():
+            self.cat.execute(
+                "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, home) "
+                "VALUES (?,?,?,?,?,?)",
+                (label, media_type, capacity, state, inserted_ns or time.time_ns(), home),
+            )
+        v = self.get(label)
+        assert v is not None
+        return v
+
+    def get(self, label: str) -> Volume | None:
+        row = self.cat.one(f"SELECT {_COLS} FROM volumes WHERE label=?", (label,))
+        return None if row is None else Volume(*row)
+
+    def all(self) -> list[Volume]:
+        return [Volume(*r) for r in self.cat.all(f"SELECT {_COLS} FROM volumes ORDER BY label")]
+
+    def set_state(self, label: str, state: str, error: str | None = None) -> None:
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE volumes SET state=?, error=? WHERE label=?", (state, error, label)
+            )
+
+    def set_home(self, label: str, home: int | None) -> None:
+        with self.cat.tx():
+            self.cat.execute("UPDATE volumes SET home=? WHERE label=?", (home, label))
+
+    def for_write(
+        self, family: str, need: int, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> Volume | None:
+        """A writable volume of `family` with room for `need` bytes; the fullest first, so
+        that partly written volumes get filled before new ones are started."""
+        for r in self.cat.all(
+            f"SELECT {_COLS} FROM volumes WHERE state=? AND family=? "
+            "AND capacity - bytes_used >= ? ORDER BY bytes_used DESC, label",
+            (WRITABLE, family, need),
+        ):
+            v = Volume(*r)
+            if v.label not in exclude:
+                return v
+        return None
+
+    def draw_blank(
+        self,
+        family: str,
+        storage_group: str | None,
+        need: int,
+        exclude: set[str] | frozenset[str] = frozenset(),
+    ) -> Volume | None:
+        """Give `family` the oldest blank volume of the common pool that can hold `need`."""
+        with self.cat.tx():
+            for r in self.cat.all(
+                f"SELECT {_COLS} FROM volumes WHERE state=? AND capacity >= ? "
+                "ORDER BY inserted_ns, label",
+                (BLANK, need),
+            ):
+                v = Volume(*r)
+                if v.label in exclude:
+                    continue
+                self.cat.execute(
+                    "UPDATE volumes SET state=?, family=?, storage_group=? WHERE label=?",
+                    (WRITABLE, family, storage_group, v.label),
+                )
+                return self.get(v.label)
+        return None
+
+    def mounted(self, label: str) -> None:
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE volumes SET mount_count = mount_count + 1, last_mount_ns=? WHERE label=?",
+                (time.time_ns(), label),
+            )
+
+    def pool_capacity(self) -> tuple[int, int]:
+        """(total, free) bytes over the volumes that hold or can take data."""
+        row = self.cat.one(
+            "SELECT COALESCE(SUM(capacity),0), "
+            "COALESCE(SUM(CASE WHEN state IN ('blank','writable') "
+            "THEN MAX(capacity - bytes_used, 0) ELSE 0 END),0) "
+            "FROM volumes WHERE state NOT IN ('cleaning','missing')"
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def largest_capacity(self) -> int:
+        return int(
+            self.cat.value("SELECT COALESCE(MAX(capacity),0) FROM volumes WHERE state!='cleaning'")
+            or 0
+        )

@@ -1,0 +1,119 @@
+"""Creating an archive: the directory, `reelfs.toml`, the catalog and, for the embedded
+default, the emulated library with its blank volumes."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend import config as cfgmod
+from backend.catalog.db import open_catalog
+from backend.errors import ArchiveError
+from backend.recovery import reconcile_library
+
+
+@dataclass
+class InitOptions:
+    drives: int = 2
+    volumes: int = 8
+    volume_size: int = 2 * 1024**3
+    cache_size: int | None = None
+    name: str | None = None
+    library: str = "emulated"
+    changer: str | None = None
+    drive_urls: list[str] = field(default_factory=list)
+    label_format: str = "none"
+    block_size: int | None = None
+    label_prefix: str = "RF"
+    cleaning: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)  # more [section] keys
+
+
+def volume_labels(prefix: str, n: int) -> list[str]:
+    width = max(6 - len(prefix), len(str(n)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def init_archive(path: Path, opts: InitOptions) -> cfgmod.Config:
+    path = Path(path).absolute()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ArchiveError(f"{path} exists and is not an empty directory")
+    if opts.library == "emulated":
+        if not 1 <= opts.drives <= 64:
+            raise ArchiveError(f"--drives: 1 to 64, got {opts.drives}")
+        if not 1 <= opts.volumes <= 100_000:
+            raise ArchiveError(f"--volumes: 1 to 100000, got {opts.volumes}")
+        if opts.volume_size < 1024 * 1024:
+            raise ArchiveError(f"--volume-size: at least 1MiB, got {opts.volume_size}")
+    elif opts.library == "scsi":
+        if not opts.changer or not opts.drive_urls:
+            raise ArchiveError("--library scsi needs --changer URL and at least one --drive URL")
+    else:
+        raise ArchiveError(f"--library: 'emulated' or 'scsi', got {opts.library!r}")
+    if not opts.label_prefix.isalnum() or (
+        not opts.label_prefix.isupper() and not (opts.label_prefix.isdigit())
+    ):
+        raise ArchiveError(
+            f"--label-prefix: upper-case letters and digits, got {opts.label_prefix!r}"
+        )
+
+    library: dict[str, Any] = {"type": opts.library, "label_format": opts.label_format}
+    if opts.block_size:
+        library["block_size"] = opts.block_size
+    if opts.library == "emulated":
+        library["path"] = "library"
+    else:
+        library["changer"] = opts.changer
+        library["drives"] = list(opts.drive_urls)
+        library["default_capacity"] = opts.volume_size
+    raw: dict[str, Any] = {
+        "archive": {"id": secrets.token_hex(4).upper(), "name": opts.name or path.name},
+        "cache": {"size": opts.cache_size or max(4 * 1024**3, 0)},
+        "library": library,
+    }
+    for section, values in opts.extra.items():
+        raw.setdefault(section, {}).update(values)
+    if opts.library == "emulated":
+        raw["library"].pop("default_capacity", None)
+    config = cfgmod.build(path, raw)  # validate before anything touches the disk
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        (path / cfgmod.CONFIG_NAME).write_text(
+            "# reelfs archive configuration: see reelfs.conf(5)\n\n" + cfgmod.dump(raw)
+        )
+        for d in (config.run_dir, config.log_dir, config.cache.path):
+            d.mkdir(parents=True, exist_ok=True)
+        cat = open_catalog(config.catalog_path, create=True)
+        try:
+            cat.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('archive_id', ?)",
+                (config.archive_id,),
+            )
+            if opts.library == "emulated":
+                from drivers.emulated import create_library, open_library
+
+                labels = volume_labels(opts.label_prefix, opts.volumes)
+                cleaning = [f"CLN{i:03d}" for i in range(1, opts.cleaning + 1)]
+                lib_dir = path / "library"
+                create_library(
+                    lib_dir,
+                    drives=opts.drives,
+                    slots=len(labels) + len(cleaning) + max(2, opts.volumes // 4),
+                    volumes=labels,
+                    capacity=opts.volume_size,
+                    cleaning=cleaning,
+                )
+                lib = open_library(lib_dir)
+                try:
+                    reconcile_library(
+                        cat, lib.changer, media_type="emulated", default_capacity=opts.volume_size
+                    )
+                finally:
+                    lib.close()
+        finally:
+            cat.close()
+    except BaseException:
+        raise
+    return config

@@ -1,0 +1,70 @@
+"""Cache eviction: release archived files, least recently used first.
+
+A file may leave the cache only when it is archived (a good tape copy exists), clean (no
+modification session open) and not pinned. The state change commits before the cache
+file is unlinked, so a crash in between leaves an orphan cache file (removed at start),
+never a `released` file without a tape copy or an `archived` one without data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from backend.cache import Cache
+from backend.catalog.db import Catalog
+from backend.catalog.files import ARCHIVED, RELEASED
+
+log = logging.getLogger("reelfs.eviction")
+
+BATCH = 256
+
+
+def release_bitfile(cat: Catalog, cache: Cache, bitfile_id: int) -> int:
+    """Drop one archived file from the cache; returns the bytes freed (0 if not allowed)."""
+    with cat.tx():
+        row = cat.one(
+            "SELECT bfid, size FROM bitfiles WHERE id=? AND state=? AND pinned=0 AND writers=0",
+            (bitfile_id, ARCHIVED),
+        )
+        if row is None:
+            return 0
+        cur = cat.execute(
+            "UPDATE bitfiles SET state=? WHERE id=? AND state=? AND pinned=0 AND writers=0 "
+            "AND EXISTS (SELECT 1 FROM tape_copies WHERE bitfile=bitfiles.id AND state='active')",
+            (RELEASED, bitfile_id, ARCHIVED),
+        )
+        if cur.rowcount == 0:
+            return 0
+    cache.remove(row[0], row[1])
+    return int(row[1])
+
+
+def evict(cat: Catalog, cache: Cache, nbytes: int, *, protect: frozenset[int] = frozenset()) -> int:
+    """Free at least `nbytes` if archived files allow it; returns what was freed."""
+    freed = 0
+    after = (-1, -1)
+    while freed < nbytes:
+        rows = cat.all(
+            "SELECT id, accessed_ns FROM bitfiles WHERE state=? AND pinned=0 AND writers=0 "
+            "AND (accessed_ns, id) > (?, ?) ORDER BY accessed_ns, id LIMIT ?",
+            (ARCHIVED, *after, BATCH),
+        )
+        if not rows:
+            break
+        for bid, accessed in rows:
+            after = (accessed, bid)
+            if bid in protect:
+                continue
+            freed += release_bitfile(cat, cache, bid)
+            if freed >= nbytes:
+                break
+    if freed:
+        log.info("evicted %d bytes from the cache", freed)
+    return freed
+
+
+def to_watermark(cat: Catalog, cache: Cache, protect: frozenset[int] = frozenset()) -> int:
+    """Above the high watermark, evict down to the low one."""
+    if not cache.above_high():
+        return 0
+    return evict(cat, cache, cache.bytes_to_low(), protect=protect)

@@ -1,0 +1,44 @@
+"""Queueing recalls: pick the copy to read and put the request in the queue.
+
+Shared by the mount (open of a released file), the CLI (`reelfs recall`) and the HTTP
+data service; the library manager orders what is queued by volume and tape position.
+"""
+
+from __future__ import annotations
+
+from backend.catalog.db import Catalog
+from backend.catalog.files import RELEASED, FileClerk
+from backend.catalog.queue import RequestQueue
+from backend.catalog.volumes import READABLE, VolumeClerk
+from backend.errors import ArchiveError
+
+
+def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = True) -> bool:
+    """Queue a recall of `bitfile` unless one is queued; True if the file needs one at all.
+
+    Raises ArchiveError when no copy can be read (the reason is also stored on the file).
+    """
+    files = FileClerk(cat, archive_id)
+    with cat.tx():
+        bf = files.get(bitfile)
+        if bf is None or bf.state != RELEASED:
+            return False
+        vc = VolumeClerk(cat)
+        copies = files.copies(bitfile)
+        for c in copies:
+            v = vc.get(c.volume)
+            if v is not None and v.state in READABLE:
+                RequestQueue(cat).enqueue_recall(
+                    bitfile, c.volume, c.fileno, c.block + c.record, urgent=urgent
+                )
+                cat.execute("UPDATE bitfiles SET error=NULL WHERE id=?", (bitfile,))
+                return True
+        if copies:
+            states = ", ".join(
+                f"{c.volume} {getattr(vc.get(c.volume), 'state', 'unknown')}" for c in copies
+            )
+            why = f"recall failed: no readable copy ({states})"
+        else:
+            why = "recall failed: no tape copy recorded"
+        cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (why, bitfile))
+    raise ArchiveError(why)

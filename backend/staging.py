@@ -1,0 +1,399 @@
+"""Open files and their data in the staging cache: the write path of the archive.
+
+One `OpenInode` per inode with open handles shares one cache file descriptor. The first
+change of a modification session (write or truncate) makes the data *dirty*: if the
+current version is already on tape a new version (bitfile) takes over the cached data,
+because tape is write-once. When the last handle closes, the session ends in one
+transaction: size and checksums recorded, a write request queued for the file's family.
+
+Everything here is synchronous and quick; the caller (the FUSE front end) runs what can
+block (checksum recomputation, recalls) in worker threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backend.cache import Cache
+from backend.catalog.db import Catalog
+from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk
+from backend.catalog.namespace import Inode, Namespace
+from backend.catalog.queue import RequestQueue
+from backend.checksum import Checksummer, Sums, file_sums
+from backend.errors import FsError
+
+log = logging.getLogger("reelfs.staging")
+
+DEFAULT_FAMILY = "default"
+FAMILY_XATTR = b"user.reelfs.file_family"
+GROUP_XATTR = b"user.reelfs.storage_group"
+
+
+class NeedsRecall(Exception):
+    """The data is on tape only: recall bitfile `bitfile_id` and try again."""
+
+    def __init__(self, bitfile_id: int) -> None:
+        super().__init__(bitfile_id)
+        self.bitfile_id = bitfile_id
+
+
+@dataclass
+class OpenInode:
+    inode: int
+    bitfile: int
+    bfid: str
+    fd: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    handles: int = 0
+    modifying: bool = False  # a modification session is open (writers counted in catalog)
+    attrs_dirty: bool = False
+    ck: Checksummer | None = None
+
+
+@dataclass
+class Handle:
+    fh: int
+    oi: OpenInode
+    flags: int
+    write: bool
+
+
+@dataclass
+class SessionEnd:
+    """What the last close of a modified file must finish (maybe in a worker thread)."""
+
+    oi: OpenInode
+    sums: Sums | None
+    fd: int
+    close_fd: bool
+    extra: dict = field(default_factory=dict)
+
+
+class Staging:
+    def __init__(
+        self,
+        cat: Catalog,
+        cache: Cache,
+        archive_id: str,
+        *,
+        max_file_size: int,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.cat = cat
+        self.ns = Namespace(cat)
+        self.files = FileClerk(cat, archive_id)
+        self.queue = RequestQueue(cat)
+        self.cache = cache
+        self.max_file_size = max_file_size
+        self.on_queued = on_queued
+        self.open_inodes: dict[int, OpenInode] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+
+    # -- creating and opening --------------------------------------------------------------
+
+    def family_of(self, inode: int) -> tuple[str, str | None]:
+        fam = self.ns.get_xattr(inode, FAMILY_XATTR)
+        grp = self.ns.get_xattr(inode, GROUP_XATTR)
+        return (
+            fam.decode() if fam else DEFAULT_FAMILY,
+            grp.decode() if grp else None,
+        )
+
+    def new_file(self, node: Inode) -> Bitfile:
+        """Give a just-created regular file its first (empty, dirty) version."""
+        family, group = self.family_of(node.id)
+        with self.cat.tx():
+            bf = self.files.create(node.id, family=family, storage_group=group)
+            self.queue.enqueue_write(bf.id, family)
+        fd = self.cache.create(bf.bfid)
+        os.close(fd)
+        self.on_queued()
+        return bf
+
+    def open(self, node: Inode, flags: int) -> Handle:
+        """Open a regular file. Raises NeedsRecall when its data must come from tape first."""
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        truncate = bool(flags & os.O_TRUNC) and write
+        oi = self.open_inodes.get(node.id)
+        if oi is None:
+            oi = self._open_inode(node, truncate=truncate)
+            self.open_inodes[node.id] = oi
+        h = Handle(self._next_fh, oi, flags, write)
+        self._next_fh += 1
+        oi.handles += 1
+        self.handles[h.fh] = h
+        if truncate and oi.size:
+            self.truncate(node.id, 0)
+        return h
+
+    def _open_inode(self, node: Inode, *, truncate: bool) -> OpenInode:
+        if node.bitfile is None:
+            bf = self.new_file(node)
+        else:
+            bf = self.files.get(node.bitfile)
+            if bf is None:
+                raise FsError(errno.EIO, f"inode {node.id}: bitfile {node.bitfile} missing")
+        if bf.state == RELEASED and truncate:
+            # All of the old data goes: no need to bring it back from tape.
+            bf = self._new_version(node, bf, carry_data=False)
+            fd = self.cache.open(bf.bfid)
+        else:
+            if bf.state == RELEASED:
+                raise NeedsRecall(bf.id)
+            try:
+                fd = self.cache.open(bf.bfid)
+            except FileNotFoundError:
+                # evicted between the catalog read and the open
+                fresh = self.files.get(bf.id)
+                if fresh is not None and fresh.state == RELEASED:
+                    raise NeedsRecall(bf.id) from None
+                raise FsError(
+                    errno.EIO, f"{bf.bfid}: cache file missing for a {bf.state} file"
+                ) from None
+            self.files.touch(bf.id)
+        return OpenInode(
+            inode=node.id,
+            bitfile=bf.id,
+            bfid=bf.bfid,
+            fd=fd,
+            size=node.size,
+            mtime_ns=node.mtime_ns,
+            ctime_ns=node.ctime_ns,
+        )
+
+    def handle(self, fh: int) -> Handle:
+        try:
+            return self.handles[fh]
+        except KeyError:
+            raise FsError(errno.EBADF, f"no open file handle {fh}") from None
+
+    # -- modification sessions -------------------------------------------------------------
+
+    def _new_version(self, node: Inode, old: Bitfile, *, carry_data: bool, fd: int = -1) -> Bitfile:
+        family, group = self.family_of(node.id)
+        with self.cat.tx():
+            new = self.files.create(
+                node.id,
+                family=family,
+                storage_group=group,
+                version=old.version + 1,
+                size=old.size if carry_data else 0,
+            )
+            self.files.supersede(old.id)
+            if carry_data:
+                try:
+                    self.cache.rename(old.bfid, new.bfid)
+                except FileNotFoundError:
+                    if fd < 0:
+                        raise
+                    # evicted under our open descriptor: the data is still readable there
+                    self._copy_from_fd(fd, new.bfid, old.size)
+            else:
+                if old.state != RELEASED:
+                    self.cache.remove(old.bfid, old.size)
+                os.close(self.cache.create(new.bfid))
+        log.info("inode %d: new version %s replaces %s", node.id, new.bfid, old.bfid)
+        return new
+
+    def _copy_from_fd(self, src: int, bfid: str, size: int) -> None:
+        dst = self.cache.create(bfid)
+        try:
+            off = 0
+            while off < size:
+                n = os.copy_file_range(src, dst, size - off, off, off)
+                if n == 0:
+                    break
+                off += n
+        finally:
+            os.close(dst)
+        self.cache.charge(size)
+
+    def _begin(self, oi: OpenInode) -> None:
+        """First change in a session: make the data dirty (a new version if it was on tape)."""
+        if oi.modifying:
+            return
+        bf = self.files.get(oi.bitfile)
+        if bf is None:
+            raise FsError(errno.EIO, f"bitfile {oi.bitfile} vanished")
+        if bf.state != DIRTY:
+            node = self.ns.get(oi.inode)
+            new = self._new_version(node, bf, carry_data=True, fd=oi.fd)
+            os.close(oi.fd)
+            oi.fd = self.cache.open(new.bfid)
+            oi.bitfile, oi.bfid = new.id, new.bfid
+            bf = new
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE bitfiles SET writers = writers + 1, generation = generation + 1, "
+                "adler32 = NULL, crc32c = NULL, modified_ns=? WHERE id=?",
+                (time.time_ns(), oi.bitfile),
+            )
+        oi.modifying = True
+        if bf.adler32 is not None and bf.crc32c is not None and bf.size == oi.size:
+            ck = Checksummer()
+            ck.adler, ck.crc, ck.length = bf.adler32, bf.crc32c, bf.size
+            oi.ck = ck  # appends continue the stored checksums
+        elif oi.size == 0:
+            oi.ck = Checksummer()
+        else:
+            oi.ck = None
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        h = self.handle(fh)
+        if not h.write:
+            raise FsError(errno.EBADF, "file not open for writing")
+        oi = h.oi
+        end = offset + len(data)
+        if end > self.max_file_size:
+            raise FsError(errno.EFBIG, f"write to {end} bytes exceeds {self.max_file_size}")
+        self._begin(oi)
+        growth = end - oi.size
+        if growth > 0 and not self.cache.try_charge(growth):
+            raise FsError(errno.ENOSPC, "cache full")
+        try:
+            n = os.pwrite(oi.fd, data, offset)
+        except OSError:
+            if growth > 0:
+                self.cache.uncharge(growth)
+            raise
+        if growth > 0:
+            oi.size = end
+        ck = oi.ck
+        if ck is not None:
+            if offset == ck.length:
+                ck.update(data)
+            else:
+                oi.ck = None
+        now = time.time_ns()
+        oi.mtime_ns = oi.ctime_ns = now
+        oi.attrs_dirty = True
+        return n
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        return os.pread(self.handle(fh).oi.fd, size, offset)
+
+    def truncate(self, inode: int, size: int) -> None:
+        """truncate(2) on a file that is open here, or opened just for this."""
+        if size > self.max_file_size:
+            raise FsError(errno.EFBIG, f"size {size} exceeds {self.max_file_size}")
+        oi = self.open_inodes.get(inode)
+        if oi is None:
+            raise FsError(errno.EIO, "truncate of a file that is not open")
+        self._begin(oi)
+        growth = size - oi.size
+        if growth > 0 and not self.cache.try_charge(growth):
+            raise FsError(errno.ENOSPC, "cache full")
+        os.ftruncate(oi.fd, size)
+        if growth < 0:
+            self.cache.uncharge(-growth)
+        oi.size = size
+        if size == 0:
+            oi.ck = Checksummer()
+        elif oi.ck is not None and oi.ck.length != size:
+            oi.ck = None
+        oi.mtime_ns = oi.ctime_ns = time.time_ns()
+        oi.attrs_dirty = True
+
+    # -- attributes of open files ----------------------------------------------------------
+
+    def overlay(self, node: Inode) -> Inode:
+        """The catalog's attributes with what open files know better (size, times)."""
+        oi = self.open_inodes.get(node.id)
+        if oi is not None and oi.attrs_dirty:
+            node.size = oi.size
+            node.mtime_ns = oi.mtime_ns
+            node.ctime_ns = max(node.ctime_ns, oi.ctime_ns)
+        return node
+
+    def set_times(self, inode: int, mtime_ns: int | None) -> None:
+        oi = self.open_inodes.get(inode)
+        if oi is not None and mtime_ns is not None:
+            oi.mtime_ns = mtime_ns
+
+    def flush_attrs(self, oi: OpenInode) -> None:
+        if oi.attrs_dirty:
+            with self.cat.tx():
+                self.cat.execute(
+                    "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=MAX(ctime_ns, ?) WHERE id=?",
+                    (oi.size, oi.mtime_ns, oi.ctime_ns, oi.inode),
+                )
+                self.cat.execute("UPDATE bitfiles SET size=? WHERE id=?", (oi.size, oi.bitfile))
+            oi.attrs_dirty = False
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def release(self, fh: int) -> SessionEnd | None:
+        """Drop a handle. On the last one, returns the session's end for `finish` (after
+        `compute_sums` in a worker thread if `sums` is None)."""
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return None
+        oi = h.oi
+        oi.handles -= 1
+        if oi.handles > 0:
+            return None
+        del self.open_inodes[oi.inode]
+        self.flush_attrs(oi)
+        if not oi.modifying:
+            os.close(oi.fd)
+            return None
+        sums = oi.ck.sums if oi.ck is not None and oi.ck.length == oi.size else None
+        return SessionEnd(oi, sums, oi.fd, True)
+
+    @staticmethod
+    def compute_sums(end: SessionEnd) -> None:
+        """Blocking: re-read the cache file when writes were not sequential."""
+        end.sums = file_sums(end.fd, end.oi.size)
+
+    def finish(self, end: SessionEnd) -> None:
+        oi = end.oi
+        assert end.sums is not None
+        family, _group = self.family_of(oi.inode)
+        try:
+            with self.cat.tx():
+                self.cat.execute(
+                    "UPDATE bitfiles SET size=?, adler32=?, crc32c=?, writers=MAX(writers-1, 0), "
+                    "generation=generation+1, family=?, modified_ns=? WHERE id=?",
+                    (
+                        oi.size,
+                        end.sums.adler32,
+                        end.sums.crc32c,
+                        family,
+                        time.time_ns(),
+                        oi.bitfile,
+                    ),
+                )
+                self.queue.enqueue_write(oi.bitfile, family)
+        finally:
+            if end.close_fd:
+                os.close(end.fd)
+        self.on_queued()
+
+    def fsync(self, fh: int) -> int:
+        """Persist attributes; returns the fd the caller must fsync (in a worker thread)."""
+        h = self.handle(fh)
+        self.flush_attrs(h.oi)
+        return h.oi.fd
+
+    # -- removal ---------------------------------------------------------------------------
+
+    def is_open(self, inode: int) -> bool:
+        return inode in self.open_inodes
+
+    def drop_inode(self, inode: int) -> None:
+        """The inode has no links, no handles and no kernel references: free it."""
+        bitfile = self.ns.delete_inode(inode)
+        if bitfile is not None:
+            bf = self.files.get(bitfile)
+            if bf is not None:
+                self.files.supersede(bf.id)
+                if bf.state in (DIRTY, ARCHIVED):
+                    self.cache.remove(bf.bfid, bf.size)

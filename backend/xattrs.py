@@ -1,0 +1,166 @@
+"""The `user.reelfs.*` extended attributes: directory policy and read-only file state.
+
+Policy (on directories, inherited by new entries): `file_family`, `width`,
+`storage_group`. Read-only, computed from the catalog: `state`, `bfid`, `location` (one
+`VOLUME:FILENO:BLOCK` line per tape copy), `checksum.adler32`, `checksum.crc32c`,
+`error`, and on the root `archive` (the archive directory, which the CLI uses to find
+the archive behind a mount). Any other `user.*` name is stored as given.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+
+from backend.catalog.db import Catalog
+from backend.catalog.files import FileClerk
+from backend.catalog.namespace import Inode, Namespace
+from backend.catalog.queue import RequestQueue
+from backend.catalog.schema import ROOT_INODE
+from backend.config import FAMILY_RE
+from backend.errors import FsError
+
+log = logging.getLogger("reelfs.xattrs")
+
+PREFIX = b"user.reelfs."
+FAMILY = b"user.reelfs.file_family"
+WIDTH = b"user.reelfs.width"
+GROUP = b"user.reelfs.storage_group"
+POLICY = (FAMILY, WIDTH, GROUP)
+STATE = b"user.reelfs.state"
+BFID = b"user.reelfs.bfid"
+LOCATION = b"user.reelfs.location"
+ADLER = b"user.reelfs.checksum.adler32"
+CRC = b"user.reelfs.checksum.crc32c"
+ERROR = b"user.reelfs.error"
+ARCHIVE = b"user.reelfs.archive"
+PINNED = b"user.reelfs.pinned"
+READ_ONLY = (STATE, BFID, LOCATION, ADLER, CRC, ERROR, ARCHIVE, PINNED)
+FILE_ATTRS = (STATE, BFID, LOCATION, ADLER, CRC)
+MAX_WIDTH = 64
+XATTR_SIZE_MAX = 65536
+
+
+class Xattrs:
+    def __init__(self, cat: Catalog, archive_id: str, archive_path: str) -> None:
+        self.cat = cat
+        self.ns = Namespace(cat)
+        self.files = FileClerk(cat, archive_id)
+        self.archive_path = archive_path.encode()
+
+    def get(self, node: Inode, name: bytes) -> bytes:
+        if name.startswith(PREFIX) and name not in POLICY:
+            value = self._virtual(node, name)
+            if value is None:
+                raise FsError(errno.ENODATA)
+            return value
+        value = self.ns.get_xattr(node.id, name)
+        if value is None:
+            raise FsError(errno.ENODATA)
+        return value
+
+    def _virtual(self, node: Inode, name: bytes) -> bytes | None:
+        if name == ARCHIVE:
+            return self.archive_path
+        if node.bitfile is None:
+            return None
+        bf = self.files.get(node.bitfile)
+        if bf is None:
+            return None
+        if name == STATE:
+            state = bf.state
+            if state == "released" and RequestQueue(self.cat).has(bf.id, "recall"):
+                state = "recalling"
+            return state.encode()
+        if name == BFID:
+            return bf.bfid.encode()
+        if name == LOCATION:
+            copies = self.files.copies(bf.id)
+            return "\n".join(c.location for c in copies).encode() if copies else None
+        if name == ADLER:
+            return None if bf.adler32 is None else f"{bf.adler32:08x}".encode()
+        if name == CRC:
+            return None if bf.crc32c is None else f"{bf.crc32c:08x}".encode()
+        if name == ERROR:
+            return bf.error.encode() if bf.error else None
+        if name == PINNED:
+            return b"1" if bf.pinned else b"0"
+        return None
+
+    def list(self, node: Inode) -> list[bytes]:
+        names = self.ns.list_xattrs(node.id)
+        if node.id == ROOT_INODE:
+            names.append(ARCHIVE)
+        if node.bitfile is not None:
+            for n in (STATE, BFID, LOCATION, ADLER, CRC, ERROR):
+                if self._virtual(node, n) is not None:
+                    names.append(n)
+        return names
+
+    def set(self, node: Inode, name: bytes, value: bytes) -> None:
+        if len(value) > XATTR_SIZE_MAX:
+            raise FsError(errno.E2BIG, f"xattr value of {len(value)} bytes")
+        if (
+            not name.startswith(b"user.")
+            and not name.startswith(b"trusted.")
+            and not (name.startswith(b"security."))
+        ):
+            raise FsError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} not supported")
+        if name in READ_ONLY:
+            log.warning("inode %d: refused to set read-only xattr %s", node.id, name.decode())
+            raise FsError(errno.EPERM, f"{name.decode()} is read-only")
+        if name.startswith(PREFIX) and name not in POLICY:
+            log.warning("inode %d: refused unknown reelfs xattr %s", node.id, name.decode())
+            raise FsError(errno.EINVAL, f"unknown reelfs attribute {name.decode()}")
+        if name in POLICY:
+            value = self._check_policy(node, name, value)
+        self.ns.set_xattr(node.id, name, value, create=False, replace=False)
+        if name == WIDTH:
+            self._set_width(node, int(value))
+
+    def _check_policy(self, node: Inode, name: bytes, value: bytes) -> bytes:
+        label = name.decode()
+        if not node.is_dir:
+            log.warning("inode %d: %s can only be set on directories", node.id, label)
+            raise FsError(errno.EPERM, f"{label} is set on directories")
+        try:
+            text = value.decode("ascii").strip()
+        except UnicodeDecodeError:
+            text = ""
+        if name in (FAMILY, GROUP):
+            if not FAMILY_RE.fullmatch(text):
+                log.warning(
+                    "inode %d: bad %s %r: 1-64 letters, digits, '.', '_', '-'",
+                    node.id,
+                    label,
+                    value,
+                )
+                raise FsError(errno.EINVAL, f"bad {label}")
+            return text.encode()
+        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_WIDTH:
+            log.warning(
+                "inode %d: bad %s %r: an integer from 1 to %d", node.id, label, value, MAX_WIDTH
+            )
+            raise FsError(errno.EINVAL, f"bad {label}")
+        if self.ns.get_xattr(node.id, FAMILY) is None:
+            log.warning("inode %d: set user.reelfs.file_family before its width", node.id)
+            raise FsError(errno.EINVAL, "width without a file family")
+        return str(int(text)).encode()
+
+    def _set_width(self, node: Inode, width: int) -> None:
+        fam = self.ns.get_xattr(node.id, FAMILY)
+        if fam is None:
+            return
+        with self.cat.tx():
+            self.cat.execute(
+                "INSERT INTO families(name, width) VALUES (?,?) "
+                "ON CONFLICT(name) DO UPDATE SET width=excluded.width",
+                (fam.decode(), width),
+            )
+
+    def remove(self, node: Inode, name: bytes) -> None:
+        if name in READ_ONLY:
+            log.warning("inode %d: refused to remove read-only xattr %s", node.id, name.decode())
+            raise FsError(errno.EPERM, f"{name.decode()} is read-only")
+        self.ns.remove_xattr(node.id, name)

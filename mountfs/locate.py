@@ -1,0 +1,86 @@
+"""Finding the archive and the files a command is about.
+
+An archive is found from `--archive DIR`, else `$REELFS_ARCHIVE`, else from a path on a
+reelfs mount (the mount answers the `user.reelfs.archive` xattr). A path on a mount maps
+to its inode by `lstat` (the mount reports catalog inode numbers); with `--archive`, a
+path that is not on a mount is taken relative to the archive root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend import config as cfgmod
+from backend.catalog.db import Catalog, open_catalog
+from backend.catalog.namespace import Namespace
+from backend.errors import ArchiveError, FsError
+
+ARCHIVE_XATTR = "user.reelfs.archive"
+
+
+def archive_of_path(path: str) -> Path | None:
+    """The archive behind `path` if it is on a reelfs mount."""
+    p = Path(path)
+    for candidate in (p, *p.parents) if not p.is_symlink() else (*p.parents,):
+        try:
+            value = os.getxattr(candidate, ARCHIVE_XATTR)
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+                return None
+            if e.errno == errno.ENOENT:
+                continue
+            return None
+        return Path(value.decode())
+    return None
+
+
+def find_archive(explicit: str | None, paths: Sequence[str] = ()) -> Path:
+    if explicit:
+        return Path(explicit).absolute()
+    env = os.environ.get("REELFS_ARCHIVE")
+    if env:
+        return Path(env).absolute()
+    for p in (*paths, os.getcwd()):
+        a = archive_of_path(p)
+        if a is not None:
+            return a
+    raise ArchiveError(
+        "which archive? give --archive DIR, set REELFS_ARCHIVE, or name a path on a reelfs mount"
+    )
+
+
+def load_config(archive: Path, overrides: Sequence[str] = ()) -> cfgmod.Config:
+    return cfgmod.load(archive, overrides)
+
+
+def catalog(config: cfgmod.Config) -> Catalog:
+    return open_catalog(config.catalog_path)
+
+
+@dataclass
+class Target:
+    path: str
+    inode: int
+
+
+def inodes_for(config: cfgmod.Config, cat: Catalog, paths: list[str]) -> list[Target]:
+    """Each path to its catalog inode (paths on the mount, or archive-relative ones)."""
+    ns = Namespace(cat)
+    out: list[Target] = []
+    for p in paths:
+        behind = archive_of_path(p) if os.path.lexists(p) else None
+        if behind is not None:
+            if behind.resolve() != config.archive.resolve():
+                raise ArchiveError(f"{p} belongs to archive {behind}, not {config.archive}")
+            out.append(Target(p, os.lstat(p).st_ino))
+            continue
+        try:
+            node = ns.resolve(p)
+        except FsError as e:
+            raise ArchiveError(f"{p}: {os.strerror(e.errno)} in archive {config.archive}") from None
+        out.append(Target(p, node.id))
+    return out

@@ -1,0 +1,367 @@
+"""What the CLI shows: catalog queries shaped as rows, rich tables, progress bars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from backend.catalog import events as eventlog
+from backend.catalog.db import Catalog
+from backend.catalog.files import FileClerk
+from backend.catalog.namespace import Namespace
+from backend.config import Config, format_size
+
+VOLUME_COLUMNS = [
+    "label",
+    "state",
+    "family",
+    "used",
+    "capacity",
+    "files",
+    "mounts",
+    "home",
+    "error",
+]
+DRIVE_COLUMNS = ["name", "state", "session", "volume", "reason"]
+QUEUE_COLUMNS = ["id", "kind", "state", "path", "family", "volume", "size", "age", "tries", "error"]
+EVENT_COLUMNS = ["time", "level", "kind", "subject", "message"]
+
+
+class WaitTimeout(RuntimeError):
+    pass
+
+
+def _time(ns: int | None) -> str | None:
+    if not ns:
+        return None
+    return dt.datetime.fromtimestamp(ns / 1e9).isoformat(timespec="seconds")
+
+
+def volumes(cat: Catalog) -> list[dict[str, Any]]:
+    rows = cat.all(
+        "SELECT label, state, family, bytes_used, capacity, files, mount_count, home, error, "
+        "media_type, inserted_ns, last_mount_ns, next_fileno, eod_block, uses FROM volumes "
+        "ORDER BY label"
+    )
+    return [
+        {
+            "label": r[0],
+            "state": r[1],
+            "family": r[2],
+            "used": r[3],
+            "capacity": r[4],
+            "files": r[5],
+            "mounts": r[6],
+            "home": r[7],
+            "error": r[8],
+            "media_type": r[9],
+            "inserted": _time(r[10]),
+            "last_mount": _time(r[11]),
+            "next_fileno": r[12],
+            "eod_block": r[13],
+            "uses": r[14],
+        }
+        for r in rows
+    ]
+
+
+def drives(cat: Catalog) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": r[0],
+            "state": r[1],
+            "session": r[2],
+            "volume": r[3],
+            "reason": r[4],
+            "address": r[5],
+            "serial": r[6],
+            "updated": _time(r[7]),
+        }
+        for r in cat.all(
+            "SELECT name, state, session, volume, reason, address, serial, updated_ns "
+            "FROM drives ORDER BY name"
+        )
+    ]
+
+
+def queue(cat: Catalog, limit: int | None) -> list[dict[str, Any]]:
+    ns = Namespace(cat)
+    now = time.time_ns()
+    sql = (
+        "SELECT r.id, r.kind, r.state, b.inode, r.family, r.volume, b.size, r.created_ns, "
+        "r.tries, r.error, b.bfid, r.urgent, r.drive FROM requests r JOIN bitfiles b "
+        "ON b.id = r.bitfile ORDER BY r.id"
+    )
+    rows = cat.all(sql + (f" LIMIT {int(limit)}" if limit else ""))
+    return [
+        {
+            "id": r[0],
+            "kind": r[1],
+            "state": r[2],
+            "path": ns.path_of(r[3]) if r[3] is not None else None,
+            "family": r[4],
+            "volume": r[5],
+            "size": r[6],
+            "age": round((now - r[7]) / 1e9, 1),
+            "tries": r[8],
+            "error": r[9],
+            "bfid": r[10],
+            "urgent": bool(r[11]),
+            "drive": r[12],
+        }
+        for r in rows
+    ]
+
+
+def events(cat: Catalog, limit: int, kind: str | None) -> list[dict[str, Any]]:
+    out = []
+    for e in reversed(eventlog.recent(cat, kind=kind, limit=limit)):
+        e["time"] = _time(e.pop("time_ns"))
+        out.append(e)
+    return out
+
+
+def file_info(cat: Catalog, config: Config, inode: int, path: str) -> dict[str, Any]:
+    ns = Namespace(cat)
+    node = ns.get(inode)
+    info: dict[str, Any] = {
+        "path": path,
+        "archive_path": ns.path_of(inode),
+        "inode": inode,
+        "type": (
+            "directory"
+            if node.is_dir
+            else "file"
+            if node.is_reg
+            else "symlink"
+            if stat.S_ISLNK(node.mode)
+            else "special"
+        ),
+        "mode": oct(stat.S_IMODE(node.mode)),
+        "uid": node.uid,
+        "gid": node.gid,
+        "size": node.size,
+        "mtime": _time(node.mtime_ns),
+    }
+    fam = ns.get_xattr(inode, b"user.reelfs.file_family")
+    info["family"] = fam.decode() if fam else "default"
+    if node.bitfile is not None:
+        files = FileClerk(cat, config.archive_id)
+        bf = files.get(node.bitfile)
+        if bf is not None:
+            recalling = cat.one(
+                "SELECT 1 FROM requests WHERE bitfile=? AND kind='recall'", (bf.id,)
+            )
+            writing = cat.one(
+                "SELECT state, urgent FROM requests WHERE bitfile=? AND kind='write'", (bf.id,)
+            )
+            info.update(
+                {
+                    "state": "recalling" if bf.state == "released" and recalling else bf.state,
+                    "bfid": bf.bfid,
+                    "version": bf.version,
+                    "family": bf.family,
+                    "adler32": None if bf.adler32 is None else f"{bf.adler32:08x}",
+                    "crc32c": None if bf.crc32c is None else f"{bf.crc32c:08x}",
+                    "pinned": bool(bf.pinned),
+                    "archived": _time(bf.archived_ns),
+                    "error": bf.error,
+                    "copies": [
+                        {
+                            "volume": c.volume,
+                            "fileno": c.fileno,
+                            "block": c.block + c.record,
+                            "location": c.location,
+                            "copy": c.copy,
+                        }
+                        for c in files.copies(bf.id)
+                    ],
+                    "write_request": None if writing is None else writing[0],
+                }
+            )
+    return info
+
+
+def status(cat: Catalog, config: Config, daemon: dict | None) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for kind, state, n in cat.all(
+        "SELECT kind, state, count(*) FROM requests GROUP BY kind, state"
+    ):
+        counts[f"{kind}_{state}"] = n
+    states = {
+        r[0]: {"files": r[1], "bytes": r[2]}
+        for r in cat.all(
+            "SELECT state, count(*), COALESCE(SUM(size),0) FROM bitfiles WHERE inode IS NOT NULL "
+            "GROUP BY state"
+        )
+    }
+    vols: dict[str, int] = {}
+    for s, n in cat.all("SELECT state, count(*) FROM volumes GROUP BY state"):
+        vols[s] = n
+    total, free = cat.one(
+        "SELECT COALESCE(SUM(capacity),0), COALESCE(SUM(CASE WHEN state IN "
+        "('blank','writable') THEN MAX(capacity-bytes_used,0) ELSE 0 END),0) FROM volumes "
+        "WHERE state!='cleaning'"
+    )
+    cached = sum(states.get(s, {}).get("bytes", 0) for s in ("dirty", "archived"))
+    return {
+        "archive": str(config.archive),
+        "name": config.name,
+        "daemon": daemon,
+        "mounted_on": daemon.get("mountpoint") if daemon else None,
+        "drives": drives(cat),
+        "queue": counts,
+        "files": states,
+        "cache": {
+            "used": daemon["cache"]["used"] if daemon else cached,
+            "limit": config.cache.size,
+        },
+        "volumes": {"by_state": vols, "capacity": total, "free": free},
+    }
+
+
+# -- printing -------------------------------------------------------------------------------
+
+
+def _cell(col: str, v: Any) -> str:
+    if v is None:
+        return ""
+    if col in ("used", "capacity", "size") and isinstance(v, int):
+        return format_size(v)
+    return str(v)
+
+
+def print_table(console: Console, title: str, rows: list[dict], columns: list[str]) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*(_cell(c, r.get(c)) for c in columns))
+    console.print(t)
+
+
+def print_info(console: Console, info: dict) -> None:
+    t = Table(show_header=False, title=info["path"], title_justify="left", box=None)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in info.items():
+        if k == "copies":
+            v = "\n".join(c["location"] for c in v) or "(none yet)"
+        elif k == "size":
+            v = f"{v} ({format_size(v)})"
+        if v is not None and k != "path":
+            t.add_row(k, str(v))
+    console.print(t)
+
+
+def print_status(console: Console, st: dict) -> None:
+    d = st["daemon"]
+    console.print(
+        f"[bold]{st['name']}[/] at {st['archive']}: "
+        + (f"mounted on {st['mounted_on']} (daemon pid {d['pid']})" if d else "not mounted")
+    )
+    c = st["cache"]
+    console.print(
+        f"cache: {format_size(c['used'])} of {format_size(c['limit'])} "
+        f"({100 * c['used'] / max(1, c['limit']):.0f}%)"
+    )
+    files = st["files"]
+    console.print(
+        "files: "
+        + ", ".join(
+            f"{v['files']} {k} ({format_size(v['bytes'])})" for k, v in sorted(files.items())
+        )
+        if files
+        else "files: none"
+    )
+    q = st["queue"]
+    console.print(
+        "queue: "
+        + (", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(q.items())) or "empty")
+    )
+    v = st["volumes"]
+    console.print(
+        "volumes: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(v["by_state"].items()))
+        + f"; {format_size(v['free'])} free of {format_size(v['capacity'])}"
+    )
+    print_table(console, "Drives", st["drives"], DRIVE_COLUMNS)
+
+
+def print_summary(console: Console, op: str, s: dict) -> None:
+    verb = {
+        "flush": "queued for tape now",
+        "release": "released",
+        "recall": "recall queued",
+        "pin": "pinned",
+        "unpin": "unpinned",
+    }.get(op, op)
+    console.print(f"{s['done']} of {s['files']} file(s) {verb} ({format_size(s['bytes'])})")
+    for why, n in sorted(s.get("skipped", {}).items()):
+        console.print(f"  {n} skipped: {why}")
+    for e in s.get("errors", []):
+        console.print(f"  error: {e}")
+    if s.get("note"):
+        console.print(f"  {s['note']}")
+
+
+def stall_reason(cat: Catalog) -> str | None:
+    row = cat.one(
+        "SELECT message FROM events WHERE kind IN ('stalled','drive_down') "
+        "AND time_ns > ? ORDER BY id DESC LIMIT 1",
+        (time.time_ns() - int(600e9),),
+    )
+    return row[0] if row else None
+
+
+def wait_progress(
+    poll: Callable[[], tuple[int, bool]],
+    *,
+    total: int,
+    what: str,
+    console: Console,
+    timeout: float | None,
+    stalled: Callable[[], str | None] | None = None,
+    quiet: bool = False,
+) -> None:
+    """Show a progress bar until `poll()` says done; raises WaitTimeout at the deadline."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    columns += (
+        [DownloadColumn(), TransferSpeedColumn()] if total > 10_000 else [MofNCompleteColumn()]
+    )
+    columns.append(TimeElapsedColumn())
+    with Progress(
+        *columns, console=console, disable=quiet or not console.is_terminal, transient=False
+    ) as bar:
+        task = bar.add_task(what, total=total)
+        last_note = None
+        while True:
+            done, finished = poll()
+            bar.update(task, completed=done)
+            if finished:
+                bar.update(task, completed=total)
+                return
+            if stalled is not None:
+                note = stalled()
+                if note and note != last_note:
+                    console.print(f"[yellow]waiting: {note}[/]")
+                    last_note = note
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"{what}: not done after {timeout:.0f}s")
+            time.sleep(0.2)
