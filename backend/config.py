@@ -231,7 +231,9 @@ def read_raw(archive: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{archive} is not a reelfs archive (no {CONFIG_NAME})") from None
+        from backend.errors import ArchiveError
+
+        raise ArchiveError(f"{archive} is not a reelfs archive (no {CONFIG_NAME})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 

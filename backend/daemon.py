@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -247,10 +248,12 @@ class ArchiveDaemon:
         nursery.start_soon(self._eviction_loop)
         await nursery.start(self._control_server)
 
-    async def in_worker(self, fn, *args):
-        """Run `fn(worker_cat, *args)` in a worker thread on the shared worker connection."""
+    async def in_worker(self, fn, *args, **kw):
+        """Run `fn(worker_cat, *args, **kw)` in a worker thread on the worker connection."""
         async with self.worker_lock:
-            return await trio.to_thread.run_sync(fn, self.worker_cat, *args)
+            return await trio.to_thread.run_sync(
+                functools.partial(fn, self.worker_cat, *args, **kw)
+            )
 
     async def _eviction_loop(self) -> None:
         while True:

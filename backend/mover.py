@@ -626,14 +626,9 @@ class Mover(threading.Thread):
     def _drive_down(self, reason: str) -> None:
         assert self.cat is not None
         self.down = True
-        with self.cat.tx():
-            self.cat.execute(
-                "UPDATE drives SET state='down', session='down', reason=?, updated_ns=? "
-                "WHERE name=?",
-                (reason, time.time_ns(), self.drive_name),
-            )
         events.record(self.cat, "drive_down", reason, subject=self.drive_name, level="error")
         self.lm.set_down(self.drive_name)
+        stuck = None
         try:
             self.drive.unload()
         except TapeError:
@@ -641,10 +636,17 @@ class Mover(threading.Thread):
         if self.mounted:
             try:
                 self._put_home(self.mounted, None)
-                self.mounted = None
             except TapeError as e:
-                log.error("drive %s down and %s stuck in it: %s", self.drive_name, self.mounted, e)
-                self.mounted = None  # the cleaner session of the next start deals with it
+                stuck = self.mounted
+                log.error("drive %s down and %s stuck in it: %s", self.drive_name, stuck, e)
+            # a stuck tape is the business of the next start's cleaner session
+            self.mounted = None
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE drives SET state='down', session='down', volume=?, reason=?, "
+                "updated_ns=? WHERE name=?",
+                (stuck, reason, time.time_ns(), self.drive_name),
+            )
 
 
 def _unlink(p: Path) -> None:

@@ -30,8 +30,9 @@ from mountfs import locate, views
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: paths and messages may contain [brackets] that are not rich markup
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class UsageError(Exception):

@@ -272,7 +272,7 @@ def print_info(console: Console, info: dict) -> None:
 def print_status(console: Console, st: dict) -> None:
     d = st["daemon"]
     console.print(
-        f"[bold]{st['name']}[/] at {st['archive']}: "
+        f"{st['name']} at {st['archive']}: "
         + (f"mounted on {st['mounted_on']} (daemon pid {d['pid']})" if d else "not mounted")
     )
     c = st["cache"]
@@ -360,7 +360,7 @@ def wait_progress(
             if stalled is not None:
                 note = stalled()
                 if note and note != last_note:
-                    console.print(f"[yellow]waiting: {note}[/]")
+                    console.print(f"waiting: {note}", style="yellow")
                     last_note = note
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"{what}: not done after {timeout:.0f}s")

@@ -182,17 +182,19 @@ def test_appending_keeps_streaming_checksums(mounted: Mount) -> None:
 
 
 def test_width_bounds_volumes_written_at_once(tmp_path: Path) -> None:
+    # batches of at most 4 files of 1.5 MB: several per family, each long enough that
+    # the second drive joins in while the first is still writing
     archive = init_archive(tmp_path / "a", drives=2, volumes=6,
-                           options={"mover.batch_files": 4})
+                           options={"mover.batch_bytes": "6MB"})
     m = mount(archive, tmp_path / "mnt")
     try:
         one = make_family(m, "one", width=1)
         two = make_family(m, "two", width=2)
-        # batches of several MiB: long enough that the second drive joins in
         for d in (one, two):
             for i in range(16):
                 (d / f"f{i}").write_bytes(file_of(1_500_000, i))
-        m.flush(m.mnt)
+        m.flush(two)
+        m.flush(one)
         vols_one = {tape_locations(m, p)[0].split(":")[0] for p in one.iterdir()}
         vols_two = {tape_locations(m, p)[0].split(":")[0] for p in two.iterdir()}
         assert len(vols_one) == 1
