@@ -155,24 +155,67 @@ class ArchiveDaemon:
         assert self.library is not None
         inv = self.library.changer.inventory()
         names = {e.address: e.identifier for e in inv.of_type(ElementType.DRIVE)}
+        for i, (address, drive) in enumerate(sorted(self.library.drives.items())):
+            name = getattr(drive, "name", None) or names.get(address) or f"drive{i}"
+            self._start_mover(name, address, drive)
+
+    def _start_mover(self, name: str, address: int, drive) -> Mover:
+        assert self.library is not None
         hooks = MoverHooks(
             recall_done=self._recall_done_from_thread, archived=self._archived_from_thread
         )
-        for i, (address, drive) in enumerate(sorted(self.library.drives.items())):
-            name = getattr(drive, "name", None) or names.get(address) or f"drive{i}"
-            m = Mover(
-                name=name,
-                address=address,
-                drive=drive,
-                changer=self.library.changer,
-                changer_lock=self.changer_lock,
-                lm=self.lm,
-                config=self.config,
-                cache=self.cache,
-                hooks=hooks,
+        m = Mover(
+            name=name,
+            address=address,
+            drive=drive,
+            changer=self.library.changer,
+            changer_lock=self.changer_lock,
+            lm=self.lm,
+            config=self.config,
+            cache=self.cache,
+            hooks=hooks,
+        )
+        self.movers = [x for x in self.movers if x.drive_name != name] + [m]
+        m.start()
+        return m
+
+    async def set_drive(self, name: str, up: bool, reason: str) -> dict[str, Any]:
+        """An operator takes a drive out of service or puts it back."""
+        mover = next((m for m in self.movers if m.drive_name == name), None)
+        if mover is None:
+            raise ArchiveError(f"no drive named {name!r} (see reelfs drives)")
+        if not up:
+            with self.cat.tx():
+                self.cat.execute(
+                    "UPDATE drives SET state='down', reason=?, updated_ns=? WHERE name=?",
+                    (reason or "set down by the operator", time.time_ns(), name),
+                )
+            events.record(
+                self.cat,
+                "drive_down",
+                reason or "set down by the operator",
+                subject=name,
+                level="warning",
             )
-            self.movers.append(m)
-            m.start()
+            mover.down = True
+            self.lm.set_down(name)
+            # the mover finishes its current work, puts its tape home and stops
+            await trio.to_thread.run_sync(mover.join, 300)
+            return {"drive": name, "state": "down"}
+        if mover.is_alive() and not mover.down:
+            return {"drive": name, "state": "up"}
+        await trio.to_thread.run_sync(mover.join, 300)
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE drives SET state='up', session='idle', reason=NULL, updated_ns=? "
+                "WHERE name=?",
+                (time.time_ns(), name),
+            )
+        events.record(self.cat, "drive_up", reason or "put back in service", subject=name)
+        with self.lm.cond:
+            self.lm.movers[name].down = False
+        self._start_mover(name, mover.address, mover.drive)
+        return {"drive": name, "state": "up"}
 
     def close(self, *, timeout: float = 120.0) -> None:
         """Stop the movers (each puts its tape home), close the library and the catalog."""
@@ -393,6 +436,10 @@ class ArchiveDaemon:
         if op == "undrain":
             self.lm.drain = False
             return {}
+        if op == "drive":
+            return await self.set_drive(
+                str(req.get("name")), req.get("state") == "up", str(req.get("reason") or "")
+            )
         if op == "inject_fault":
             name = str(req.get("target", ""))
             self.faults[name] = int(req.get("count", 1))

@@ -359,6 +359,47 @@ def cmd_events(a: argparse.Namespace) -> int:
     return _listing(a, lambda c: views.events(c, a.limit, a.kind), "Events", views.EVENT_COLUMNS)
 
 
+def cmd_drive(a: argparse.Namespace) -> int:
+    config, cat = _open(a)
+    try:
+        known = {r[0] for r in cat.all("SELECT name FROM drives")}
+        if a.name not in known:
+            raise ArchiveError(f"no drive named {a.name!r} (known: {', '.join(sorted(known))})")
+        try:
+            answer = call(
+                config.socket_path,
+                "drive",
+                name=a.name,
+                state=a.state,
+                reason=a.reason,
+                timeout=600,
+            )
+        except DaemonNotRunning:
+            from backend.daemon import lock_archive
+
+            fd = lock_archive(config)
+            try:
+                with cat.tx():
+                    cat.execute(
+                        "UPDATE drives SET state=?, reason=? WHERE name=?",
+                        (
+                            a.state,
+                            None if a.state == "up" else a.reason or "set down by the operator",
+                            a.name,
+                        ),
+                    )
+            finally:
+                os.close(fd)
+            answer = {"drive": a.name, "state": a.state}
+    finally:
+        cat.close()
+    if a.json:
+        print(json.dumps(answer))
+    else:
+        out.print(f"drive {answer['drive']} is {answer['state']}")
+    return 0
+
+
 def cmd_check(a: argparse.Namespace) -> int:
     from backend.recovery import integrity_check
 
@@ -480,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("events", cmd_events, "recent events of the archive")
     sp.add_argument("--limit", type=int, default=50)
     sp.add_argument("--kind", default=None)
+    sp = add("drive", cmd_drive, "take a drive out of service, or put it back")
+    sp.add_argument("state", choices=["up", "down"])
+    sp.add_argument("name", metavar="DRIVE")
+    sp.add_argument("--reason", default="")
     add("check", cmd_check, "check the catalog's integrity")
     return p
 

@@ -334,3 +334,19 @@ def test_status_json_tells_the_whole_picture(mounted: Mount) -> None:
     assert {d["name"] for d in st["drives"]} == {"drive0", "drive1"}
     assert st["volumes"]["by_state"]["blank"] == 4
     json.dumps(st)
+
+
+def test_operator_takes_a_drive_down_and_back_up(mounted: Mount) -> None:
+    f = mounted.mnt / "d.dat"
+    f.write_bytes(b"d" * 1000)
+    out = mounted.cli("drive", "down", "drive0", "--reason", "maintenance",
+                      "--archive", str(mounted.archive)).stdout.decode()
+    assert "drive0 is down" in out
+    drives = {d["name"]: d for d in mounted.json("drives")}
+    assert drives["drive0"]["state"] == "down" and drives["drive0"]["reason"] == "maintenance"
+    mounted.flush(f)
+    assert {e["subject"] for e in mounted.events("mount")} == {"drive1"}
+    mounted.cli("drive", "up", "drive0", "--archive", str(mounted.archive))
+    assert {d["name"]: d for d in mounted.json("drives")}["drive0"]["state"] == "up"
+    p = mounted.cli("drive", "down", "drive9", "--archive", str(mounted.archive), check=False)
+    assert p.returncode == 1 and "no drive named 'drive9'" in p.stderr.decode()
