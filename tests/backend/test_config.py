@@ -64,8 +64,10 @@ def test_bad_values_name_section_and_key(tmp_path: Path, raw: dict, words: list[
 
 
 def test_overrides(tmp_path: Path) -> None:
-    raw = c.apply_overrides(BASE, ["cache.size=1GiB", "mover.retries=5",
-                                   "families.raw.width=3", "mount.allow_other=true"])
+    raw = c.apply_overrides(
+        BASE,
+        ["cache.size=1GiB", "mover.retries=5", "families.raw.width=3", "mount.allow_other=true"],
+    )
     cfg = c.build(tmp_path, raw)
     assert cfg.cache.size == 1024**3 and cfg.mover.retries == 5
     assert cfg.families == {"raw": 3} and cfg.mount.allow_other is True
@@ -77,8 +79,11 @@ def test_overrides(tmp_path: Path) -> None:
 def test_missing_archive_and_dump_round_trip(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="not a reelfs archive"):
         c.load(tmp_path)
-    raw = {**BASE, "library": {"type": "scsi", "changer": "iscsi://h/iqn/1",
-                               "drives": ["iscsi://h/iqn/2"]}, "families": {"raw": {"width": 2}}}
+    raw = {
+        **BASE,
+        "library": {"type": "scsi", "changer": "iscsi://h/iqn/1", "drives": ["iscsi://h/iqn/2"]},
+        "families": {"raw": {"width": 2}},
+    }
     (tmp_path / c.CONFIG_NAME).write_text(c.dump(raw))
     cfg = c.load(tmp_path)
     assert cfg.library.spec["drives"] == ["iscsi://h/iqn/2"] and cfg.families == {"raw": 2}

@@ -33,8 +33,10 @@ def cat(tmp_path: Path) -> Iterator[Catalog]:
 
 
 def lm_for(tmp_path: Path, **mover: object) -> LibraryManager:
-    raw = cfgmod.apply_overrides({"archive": {"id": ARCHIVE_ID}},
-                                 [f"mover.{k}={v!r}".replace("'", '"') for k, v in mover.items()])
+    raw = cfgmod.apply_overrides(
+        {"archive": {"id": ARCHIVE_ID}},
+        [f"mover.{k}={v!r}".replace("'", '"') for k, v in mover.items()],
+    )
     lm = LibraryManager(cfgmod.build(tmp_path, raw))
     lm.register("d0")
     lm.register("d1")

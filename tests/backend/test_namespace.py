@@ -27,7 +27,7 @@ def cat(tmp_path: Path) -> Iterator[Catalog]:
     c.close()
 
 
-def err(fn, *a) -> int:  # noqa: ANN001
+def err(fn, *a) -> int:
     with pytest.raises(FsError) as e:
         fn(*a)
     return e.value.errno
@@ -95,6 +95,7 @@ def test_xattrs(cat: Catalog) -> None:
     ns.set_xattr(d.id, b"user.other", b"not inherited", create=False, replace=False)
     child = ns.create(d.id, b"c", DIR, 0, 0)
     assert ns.list_xattrs(child.id) == [b"user.reelfs.file_family"]
+
     def set_(name: bytes, create: bool, replace: bool) -> None:
         ns.set_xattr(d.id, name, b"v", create=create, replace=replace)
 

@@ -97,7 +97,7 @@ def test_nonblocking_open_of_released_file_says_eagain(mounted: Mount) -> None:
 
 
 def test_recall_refused_on_open_when_configured(archive: Path, tmp_path: Path) -> None:
-    m = mount(archive, tmp_path / "mnt", "recall.on_open=\"refuse\"")
+    m = mount(archive, tmp_path / "mnt", 'recall.on_open="refuse"')
     try:
         f = m.mnt / "r.dat"
         f.write_bytes(b"y" * 5000)
@@ -184,8 +184,9 @@ def test_appending_keeps_streaming_checksums(mounted: Mount) -> None:
 def test_width_bounds_volumes_written_at_once(tmp_path: Path) -> None:
     # batches of at most 4 files of 1.5 MB: several per family, each long enough that
     # the second drive joins in while the first is still writing
-    archive = init_archive(tmp_path / "a", drives=2, volumes=6,
-                           options={"mover.batch_bytes": "6MB"})
+    archive = init_archive(
+        tmp_path / "a", drives=2, volumes=6, options={"mover.batch_bytes": "6MB"}
+    )
     m = mount(archive, tmp_path / "mnt")
     try:
         one = make_family(m, "one", width=1)
@@ -276,7 +277,9 @@ def test_umount_no_wait_keeps_files_queued_for_the_next_mount(tmp_path: Path) ->
 def test_idle_volume_is_dismounted_and_put_home(mounted: Mount) -> None:
     (mounted.mnt / "x").write_bytes(b"x")
     mounted.flush(mounted.mnt)
-    wait_for(lambda: all(d["volume"] is None and d["session"] == "idle"
-                         for d in mounted.json("drives")), timeout=30,
-             what="drives idle and empty")
+    wait_for(
+        lambda: all(d["volume"] is None and d["session"] == "idle" for d in mounted.json("drives")),
+        timeout=30,
+        what="drives idle and empty",
+    )
     assert mounted.events("dismount")

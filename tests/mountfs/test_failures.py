@@ -85,8 +85,7 @@ def test_unreadable_copy_gives_eio_and_says_why(mounted: Mount) -> None:
     mounted.flush(f)
     vol, _fileno, block = tape_locations(mounted, f)[0].split(":")
     mounted.release(f)
-    inject_fault(mounted.archive / "library", kind="media", volume=vol, block=int(block),
-                 op="read")
+    inject_fault(mounted.archive / "library", kind="media", volume=vol, block=int(block), op="read")
     with pytest.raises(OSError) as e:
         f.read_bytes()
     assert e.value.errno == errno.EIO
@@ -128,8 +127,7 @@ def test_volume_missing_from_the_library(tmp_path: Path) -> None:
 
 
 def test_cache_full_is_enospc_only_when_nothing_can_make_room(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a", cache_size="4MiB",
-                           options={"cache.full_timeout": "2s"})
+    archive = init_archive(tmp_path / "a", cache_size="4MiB", options={"cache.full_timeout": "2s"})
     m = mount(archive, tmp_path / "mnt")
     try:
         with pytest.raises(OSError) as e, open(m.mnt / "huge.dat", "wb") as fh:
@@ -146,8 +144,7 @@ def test_cache_full_is_enospc_only_when_nothing_can_make_room(tmp_path: Path) ->
 
 
 def test_cache_full_flushes_and_evicts_to_make_room(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a", cache_size="4MiB",
-                           options={"cache.full_timeout": "60s"})
+    archive = init_archive(tmp_path / "a", cache_size="4MiB", options={"cache.full_timeout": "60s"})
     m = mount(archive, tmp_path / "mnt")
     try:
         for i in range(3):
@@ -198,8 +195,7 @@ def test_unexpected_exception_in_a_handler_is_eio_and_the_mount_lives(mounted: M
 
 
 def test_kill_9_during_writes_and_flushes(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a", drives=2, volumes=4,
-                           options={"mover.flush_delay": "0s"})
+    archive = init_archive(tmp_path / "a", drives=2, volumes=4, options={"mover.flush_delay": "0s"})
     m = mount(archive, tmp_path / "mnt")
     closed: list[int] = []
     stop = threading.Event()
@@ -217,8 +213,11 @@ def test_kill_9_during_writes_and_flushes(tmp_path: Path) -> None:
 
     t = threading.Thread(target=writer)
     t.start()
-    wait_for(lambda: len(closed) >= 20 and m.events("mount"), timeout=60,
-             what="writes and a tape mount under way")
+    wait_for(
+        lambda: len(closed) >= 20 and m.events("mount"),
+        timeout=60,
+        what="writes and a tape mount under way",
+    )
     m.kill()
     stop.set()
     t.join(30)
@@ -264,8 +263,9 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     p = reelfs("mount", str(archive), str(tmp_path / "mnt"), check=False)
     assert p.returncode == 2 and "not valid TOML" in p.stderr.decode()
     cfg.write_text(good)
-    p = reelfs("mount", str(archive), str(tmp_path / "mnt"), "-o", "recall.on_open=maybe",
-               check=False)
+    p = reelfs(
+        "mount", str(archive), str(tmp_path / "mnt"), "-o", "recall.on_open=maybe", check=False
+    )
     assert p.returncode == 2 and "on_open" in p.stderr.decode()
     assert not os.path.ismount(tmp_path / "mnt")
 
@@ -303,7 +303,8 @@ def test_permissions_between_two_users(tmp_path: Path) -> None:
         def as_user(uid: int, *cmd: str) -> subprocess.CompletedProcess:
             return subprocess.run(
                 ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd],
-                capture_output=True, text=True,
+                capture_output=True,
+                text=True,
             )
 
         r = as_user(1000, "ls", str(private))
@@ -339,8 +340,9 @@ def test_status_json_tells_the_whole_picture(mounted: Mount) -> None:
 def test_operator_takes_a_drive_down_and_back_up(mounted: Mount) -> None:
     f = mounted.mnt / "d.dat"
     f.write_bytes(b"d" * 1000)
-    out = mounted.cli("drive", "down", "drive0", "--reason", "maintenance",
-                      "--archive", str(mounted.archive)).stdout.decode()
+    out = mounted.cli(
+        "drive", "down", "drive0", "--reason", "maintenance", "--archive", str(mounted.archive)
+    ).stdout.decode()
     assert "drive0 is down" in out
     drives = {d["name"]: d for d in mounted.json("drives")}
     assert drives["drive0"]["state"] == "down" and drives["drive0"]["reason"] == "maintenance"

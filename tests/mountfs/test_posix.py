@@ -36,11 +36,13 @@ def test_shell_tools(mounted: Mount, tmp_path: Path) -> None:
     dst = mounted.mnt / "copy"
     subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
     assert subprocess.run(["diff", "-r", str(src), str(dst)]).returncode == 0
-    found = subprocess.run(["find", str(dst), "-type", "f"], capture_output=True, text=True,
-                           check=True).stdout.split()
+    found = subprocess.run(
+        ["find", str(dst), "-type", "f"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert sorted(Path(f).name for f in found) == ["one.txt", "top.txt", "two.bin"]
-    ls = subprocess.run(["ls", "-la", str(dst / "a")], capture_output=True, text=True,
-                        check=True).stdout
+    ls = subprocess.run(
+        ["ls", "-la", str(dst / "a")], capture_output=True, text=True, check=True
+    ).stdout
     assert " . " in ls.replace("\n", " \n") or ls.splitlines()[1].endswith(" .")
     assert "one.txt" in ls and " b" in ls
     du = subprocess.run(["du", "-sb", str(dst)], capture_output=True, text=True, check=True)

@@ -41,8 +41,9 @@ def test_family_is_inherited_by_new_entries(mounted: Mount) -> None:
 def test_file_state_attributes(mounted: Mount) -> None:
     f = mounted.mnt / "f"
     f.write_bytes(b"hello")
-    out = subprocess.run(["getfattr", "-d", "-m", "user.reelfs", str(f)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["getfattr", "-d", "-m", "user.reelfs", str(f)], capture_output=True, text=True, check=True
+    ).stdout
     assert 'user.reelfs.state="dirty"' in out
     assert "user.reelfs.bfid=" in out
     assert 'user.reelfs.checksum.adler32="062c0215"' in out  # adler32(b"hello"), seeded with 1
