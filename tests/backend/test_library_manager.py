@@ -86,7 +86,7 @@ def test_the_mounted_volume_is_preferred_and_held_volumes_are_left_alone(
     lm = lm_for(tmp_path)
     archived_on(cat, "V1", 0, 0)
     archived_on(cat, "V2", 0, 0)
-    cat.execute("UPDATE requests SET created_ns = created_ns - 10**9 WHERE volume='V1'")
+    cat.execute("UPDATE requests SET created_ns = created_ns - 1000000000 WHERE volume='V1'")
     lm.set_volume("d1", "V2")
     w = lm.next_work("d1", cat)
     assert w is not None and w.volume == "V2"  # mounted beats older
