@@ -8,6 +8,7 @@ code: 1 for a failed operation, 2 for bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -29,6 +30,10 @@ from mountfs import locate, views
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+
+#: modules adding command groups: each has `register(add)`, where
+#: `add(name, function, help) -> argparse.ArgumentParser` adds one subcommand
+COMMAND_MODULES: list[str] = []
 
 # markup off: paths and messages may contain [brackets] that are not rich markup
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -169,10 +174,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _open(a: argparse.Namespace, paths: Sequence[str] = ()) -> tuple[cfgmod.Config, Any]:
+def open_archive(a: argparse.Namespace, paths: Sequence[str] = ()) -> tuple[cfgmod.Config, Any]:
+    """The configuration and a catalog connection of the archive a command is about."""
     archive = locate.find_archive(a.archive, list(paths))
     config = locate.load_config(archive)
     return config, locate.catalog(config)
+
+
+_open = open_archive
 
 
 def _admin(a: argparse.Namespace, op: str) -> int:
@@ -526,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", metavar="DRIVE")
     sp.add_argument("--reason", default="")
     add("check", cmd_check, "check the catalog's integrity")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(add)
     return p
 
 
