@@ -127,6 +127,9 @@ class Mover(threading.Thread):
                 finally:
                     self.last_activity = time.monotonic()
                     self.lm.finished(self.drive_name)
+                if not self.down:
+                    # CTA's "mounted, idle": the tape stays for a while in case more comes
+                    self._session("mounted" if self.mounted else "idle")
         except Exception:
             log.exception("mover %s crashed", self.drive_name)
             events.record(
