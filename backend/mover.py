@@ -33,7 +33,7 @@ from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RECALL, RequestQueue
-from backend.catalog.volumes import FULL, MISSING, READABLE, SUSPECT, VolumeClerk
+from backend.catalog.volumes import FULL, MISSING, READABLE, READONLY, SUSPECT, VolumeClerk
 from backend.checksum import Checksummer
 from backend.config import Config
 from backend.eviction import evict
@@ -602,6 +602,16 @@ class Mover(threading.Thread):
                 alerts=sorted(e.alerts),
             )
             self._fail_or_requeue(work, pending, f"media error on {label}: {e.message}", True)
+        elif cls == ErrorClass.DATA_PROTECT:
+            vc.set_state(label, READONLY, f"write-protected: {e.message}")
+            events.record(
+                self.cat,
+                "volume_readonly",
+                f"write-protected: {e.message}",
+                subject=label,
+                level="warning",
+            )
+            self._requeue(pending, None)
         elif cls == ErrorClass.END_OF_MEDIUM:
             vc.set_state(label, FULL, "end of medium")
             events.record(self.cat, "volume_full", f"end of medium: {e.message}", subject=label)

@@ -34,6 +34,7 @@ class ErrorClass(enum.StrEnum):
     BLANK = "blank"  # read or space ran into end of data
     RECOVERABLE = "recoverable"  # the command can simply be retried or the result used
     ILLEGAL_REQUEST = "illegal_request"  # a bug or an unsupported command: never retried
+    DATA_PROTECT = "data_protect"  # write-protected medium: the volume is read-only
 
 
 class TapeError(Exception):
@@ -95,8 +96,18 @@ class IllegalRequestError(TapeError):
     error_class = ErrorClass.ILLEGAL_REQUEST
 
 
+class WriteProtectedError(TapeError):
+    """SSC DATA PROTECT: the cartridge's write-protect tab is set (or it is WORM and full)."""
+
+    error_class = ErrorClass.DATA_PROTECT
+
+
 class RecoverableError(TapeError):
     error_class = ErrorClass.RECOVERABLE
+
+
+class BeginningOfMediumError(RecoverableError):
+    """A backward space or read reached beginning of tape; `residual` is what was not done."""
 
 
 class IncorrectLengthError(RecoverableError):
@@ -111,10 +122,13 @@ class IncorrectLengthError(RecoverableError):
         self.record_length = record_length
 
 
-class FilemarkDetected(Exception):  # noqa: N818 - a signal, like SSC's FILEMARK bit, not an error
-    """A read or a block space crossed a filemark and stopped just after it.
+class FilemarkDetected(Exception):
+    """A read or a block space crossed a filemark and stopped just after it (before it,
+    when spacing backward).
 
-    `residual` is what was not done: for `space(BLOCKS)` the blocks not spaced.
+    `residual` is what was not done, as SSC's INFORMATION field: for `space(BLOCKS)` the
+    blocks not spaced; for `read_block` the bytes requested in variable mode, the blocks
+    not read in fixed mode.
     """
 
     def __init__(self, residual: int = 0) -> None:
@@ -149,6 +163,7 @@ class DriveStatus:
     position: Position | None = None
     early_warning: bool = False
     volume: str | None = None  # the cartridge's barcode, when the drive knows it
+    cleaning: bool = False  # a cleaning cartridge is loaded (and cleaning, or expired)
     detail: str = ""
 
 
@@ -189,6 +204,7 @@ class TapeDrive(abc.ABC):
     def write_block(self, data: bytes | bytearray | memoryview) -> bool:
         """Write one record at the current position, which becomes the new end of data.
 
+        The driver is done with `data` when this returns (callers reuse the buffer).
         Returns True when the record was written past the early-warning point: the
         volume is nearly full and the caller should finish what it is doing and stop.
         Raises `EndOfMediumError` when the record could not be written at all.
@@ -233,8 +249,13 @@ class TapeDrive(abc.ABC):
         """TapeAlert flags (1..64) currently set; reading them clears them, as on SSC."""
 
     def statistics(self) -> dict[str, int | float]:
-        """Salient counters for the current mount (bytes read/written, corrected and
-        uncorrected errors, compression ratio, ...). Recorded as an event per mount."""
+        """Salient counters for the current mount, recorded as an event per mount.
+
+        Keys, where the drive knows them: `bytes_written`, `records_written`,
+        `filemarks_written`, `bytes_read`, `records_read`, `filemarks_read`,
+        `write_errors` and `read_errors` (uncorrected), `corrected_write_errors`,
+        `corrected_read_errors`, `drive_errors`, `compression_ratio`.
+        """
         return {}
 
     def close(self) -> None:  # noqa: B027 - optional for drivers that hold no resources

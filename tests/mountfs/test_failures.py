@@ -352,3 +352,16 @@ def test_operator_takes_a_drive_down_and_back_up(mounted: Mount) -> None:
     assert {d["name"]: d for d in mounted.json("drives")}["drive0"]["state"] == "up"
     p = mounted.cli("drive", "down", "drive9", "--archive", str(mounted.archive), check=False)
     assert p.returncode == 1 and "no drive named 'drive9'" in p.stderr.decode()
+
+
+def test_write_protected_volume_becomes_readonly_and_the_file_goes_elsewhere(
+    mounted: Mount,
+) -> None:
+    inject_fault(mounted.archive / "library", kind="write_protect", volume="RF0001")
+    f = mounted.mnt / "wp.dat"
+    f.write_bytes(b"w" * 5000)
+    mounted.flush(f)
+    assert not tape_locations(mounted, f)[0].startswith("RF0001:")
+    vols = {v["label"]: v for v in mounted.json("volumes")}
+    assert vols["RF0001"]["state"] == "readonly"
+    assert "write-protected" in vols["RF0001"]["error"]

@@ -1,0 +1,1 @@
+"""Tests of tape drives, media changers and on-tape formats."""
