@@ -91,6 +91,7 @@ class LibraryConfig:
     spec: dict[str, Any]  # the whole [library] table, handed to drivers.open_library
     block_size: int
     label_format: str
+    cleaning_uses: int = 50
 
 
 @dataclass
@@ -100,6 +101,15 @@ class MoverConfig:
     batch_files: int
     batch_bytes: int
     retries: int
+
+
+@dataclass
+class AggregationConfig:
+    """Small files go to tape together, one pax archive with many members per tape file."""
+
+    threshold: int  # files smaller than this are aggregated (0: every file its own tape file)
+    size: int  # a family's small files are due once they add up to this; caps a tape file
+    age: float  # ...or once the oldest of them waited this long
 
 
 @dataclass
@@ -121,6 +131,10 @@ class Config:
     mount: MountConfig
     families: dict[str, int] = field(default_factory=dict)  # family -> width
     raw: dict[str, Any] = field(default_factory=dict)
+    aggregation: AggregationConfig = field(
+        default_factory=lambda: AggregationConfig(256 * 1024**2, 4 * 1024**3, 30.0)
+    )
+    verify_families: frozenset[str] = frozenset()  # read-after-write verify ([families.X])
 
     @property
     def catalog_path(self) -> Path:
@@ -161,6 +175,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_bytes": "16GiB",
         "retries": 3,
     },
+    "aggregation": {"threshold": "256MiB", "size": "4GiB"},  # age: mover.flush_delay
     "recall": {"on_open": "block"},
     "mount": {"allow_other": False, "cache_timeout": "300s"},
     "families": {},
@@ -177,8 +192,11 @@ _KNOWN = {
         "changer",
         "drives",
         "drive_elements",
+        "default_capacity",
+        "cleaning_uses",
     },
     "mover": set(DEFAULTS["mover"]),
+    "aggregation": {"threshold", "size", "age"},
     "recall": {"on_open"},
     "mount": {"allow_other", "cache_timeout", "max_file_size"},
     "families": None,  # free-form: one table per family
@@ -299,8 +317,14 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
             f"{where('library', 'label_format')}: 'none' or 'ansi', got {lc['label_format']!r}"
         )
     library = LibraryConfig(
-        type=lc["type"], spec=dict(lc), block_size=block_size, label_format=lc["label_format"]
+        type=lc["type"],
+        spec=dict(lc),
+        block_size=block_size,
+        label_format=lc["label_format"],
+        cleaning_uses=_positive_int(lc.get("cleaning_uses", 50), where("library", "cleaning_uses")),
     )
+    if "default_capacity" in lc:
+        parse_size(lc["default_capacity"], where("library", "default_capacity"))
 
     mc = c["mover"]
     mover = MoverConfig(
@@ -310,6 +334,22 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
         batch_bytes=parse_size(mc["batch_bytes"], where("mover", "batch_bytes")),
         retries=_positive_int(mc["retries"], where("mover", "retries")),
     )
+
+    ac = c["aggregation"]
+    aggregation = AggregationConfig(
+        threshold=parse_size(ac["threshold"], where("aggregation", "threshold")),
+        size=parse_size(ac["size"], where("aggregation", "size")),
+        age=(
+            parse_duration(ac["age"], where("aggregation", "age"))
+            if "age" in ac
+            else mover.flush_delay
+        ),
+    )
+    if aggregation.threshold and aggregation.size < aggregation.threshold:
+        raise ConfigError(
+            f"{CONFIG_NAME}: [aggregation] size ({aggregation.size}) must be at least "
+            f"threshold ({aggregation.threshold})"
+        )
 
     on_open = c["recall"]["on_open"]
     if on_open not in ("block", "refuse"):
@@ -330,6 +370,7 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
     )
 
     families: dict[str, int] = {}
+    verify: set[str] = set()
     for fam, table in c["families"].items():
         if not isinstance(table, dict):
             raise ConfigError(f"{CONFIG_NAME}: [families.{fam}] must be a table")
@@ -337,6 +378,11 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
         families[fam] = _positive_int(
             table.get("width", 1), f"{CONFIG_NAME}: [families.{fam}] width"
         )
+        check = table.get("verify", False)
+        if not isinstance(check, bool):
+            raise ConfigError(f"{CONFIG_NAME}: [families.{fam}] verify: true or false")
+        if check:
+            verify.add(fam)
 
     name = c["archive"].get("name", "reelfs")
     return Config(
@@ -350,6 +396,8 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
         mount=mount,
         families=families,
         raw=c,
+        aggregation=aggregation,
+        verify_families=frozenset(verify),
     )
 
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import trio
 
-from backend import admin
+from backend import admin, cleaning, library_ops
 from backend.cache import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import VolumeClerk
-from backend.config import Config
+from backend.config import Config, parse_size
 from backend.errors import ArchiveError
 from backend.eviction import evict, to_watermark
 from backend.library_manager import LibraryManager
@@ -126,7 +126,7 @@ class ArchiveDaemon:
                 self.cat,
                 self.library.changer,
                 media_type=cfg.library.type,
-                default_capacity=int(cfg.raw["library"].get("default_capacity", 0) or 0)
+                default_capacity=parse_size(cfg.raw["library"].get("default_capacity", 0))
                 or VolumeClerk(self.cat).largest_capacity(),
             )
             max_size = cfg.mount.max_file_size or VolumeClerk(self.cat).largest_capacity()
@@ -436,6 +436,8 @@ class ArchiveDaemon:
         if op == "undrain":
             self.lm.drain = False
             return {}
+        if op == "library":
+            return await self.library_op(req)
         if op == "drive":
             return await self.set_drive(
                 str(req.get("name")), req.get("state") == "up", str(req.get("reason") or "")
@@ -446,6 +448,67 @@ class ArchiveDaemon:
             log.warning("fault injection armed: %s x%d", name, self.faults[name])
             return {}
         raise ArchiveError(f"unknown control operation {op!r}")
+
+    async def library_op(self, req: dict[str, Any]) -> dict[str, Any]:
+        """inventory / import / export VOLUME / clean DRIVE, under the changer lock."""
+        assert self.library is not None
+        changer = self.library.changer
+        action = req.get("action")
+
+        def locked(fn, *args, **kw):
+            def run(cat: Catalog) -> Any:
+                with self.changer_lock:
+                    return fn(cat, changer, *args, **kw)
+
+            return run
+
+        if action == "inventory":
+            return {"elements": await self.in_worker(locked(library_ops.inventory))}
+        if action == "import":
+            cfg = self.config
+            out = await self.in_worker(
+                locked(
+                    library_ops.import_cartridges,
+                    media_type=cfg.library.type,
+                    default_capacity=parse_size(cfg.raw["library"].get("default_capacity", 0))
+                    or VolumeClerk(self.cat).largest_capacity(),
+                )
+            )
+            self.lm.wake()
+            return out
+        if action == "export":
+            label = str(req.get("volume"))
+            previous = library_ops.mark_exporting(self.cat, label)
+            try:
+                await self._dismount_volume(label)
+                return await self.in_worker(locked(library_ops.export_volume, label))
+            except BaseException:
+                library_ops.undo_exporting(self.cat, label, previous)
+                raise
+        if action == "clean":
+            name = str(req.get("drive"))
+            if not any(m.drive_name == name for m in self.movers):
+                raise ArchiveError(f"no drive named {name!r} (see reelfs drives)")
+            cleaning.mark_needed(self.cat, name, "requested by the operator")
+            self.lm.wake()
+            return {"drive": name, "queued": True}
+        raise ArchiveError(f"unknown library action {action!r}")
+
+    async def _dismount_volume(self, label: str, timeout: float = 120.0) -> None:
+        """Have the mover holding `label` put it home (it is taken out of service already)."""
+        mover = next((m for m in self.movers if m.mounted == label), None)
+        if mover is None:
+            return
+        mover.dismount_requested = True
+        self.lm.wake()
+        with trio.move_on_after(timeout):
+            while mover.mounted == label:
+                await trio.sleep(0.05)
+        if mover.mounted == label:
+            raise ArchiveError(
+                f"volume {label} is still in use by {mover.drive_name}; "
+                "try again when its transfer is done"
+            )
 
     def status(self) -> dict[str, Any]:
         return {

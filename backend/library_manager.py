@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.queue import QUEUED, RECALL, WRITE, RequestQueue
-from backend.catalog.volumes import MISSING, NOACCESS, READABLE, VolumeClerk
+from backend.catalog.volumes import (
+    EXPORTED,
+    MISSING,
+    NOACCESS,
+    READABLE,
+    RETIRED,
+    VolumeClerk,
+)
 from backend.config import Config
 
 log = logging.getLogger("reelfs.lm")
@@ -170,7 +177,7 @@ class LibraryManager:
             return True
         state = "unknown" if vol is None else vol.state
         why = f"volume {label} is {state}" + (f" ({vol.error})" if vol and vol.error else "")
-        if vol is None or vol.state in (MISSING, NOACCESS):
+        if vol is None or vol.state in (MISSING, NOACCESS, EXPORTED, RETIRED):
             self._bounce_recalls(cat, label, why)
         return False
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend import cleaning
 from backend.cache import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
@@ -99,6 +100,7 @@ class Mover(threading.Thread):
         self.last_activity = time.monotonic()
         self.session = "idle"
         self.down = False
+        self.dismount_requested = False  # the operator wants the mounted volume out
         self.cat: Catalog | None = None
         self.lm.register(name)
 
@@ -112,11 +114,19 @@ class Mover(threading.Thread):
                 self.lm.set_down(self.drive_name)
                 return
             self.cleaner_session()
+            cleaning.check_drive(self)
             while not self.lm.stopping and not self.down:
+                if cleaning.needed(self.cat, self.drive_name):
+                    self._clean()  # between sessions, before any new work
+                    if self.down:
+                        break
                 work = self.lm.next_work(self.drive_name, self.cat)
                 if work is None:
-                    if self.mounted and self._idle() >= self.config.mover.idle_dismount:
+                    if self.mounted and (
+                        self.dismount_requested or self._idle() >= self.config.mover.idle_dismount
+                    ):
                         self.dismount()
+                    self.dismount_requested = False
                     wait = 1.0
                     if self.mounted:
                         wait = max(0.05, self.config.mover.idle_dismount - self._idle())
@@ -248,10 +258,26 @@ class Mover(threading.Thread):
         self.mount_started = time.monotonic()
         events.record(self.cat, "mount", f"mounted {label}", subject=self.drive_name, volume=label)
 
+    def _clean(self) -> None:
+        if self.mounted:
+            self.dismount()
+        try:
+            cleaning.clean_session(self, self.config.library.cleaning_uses)
+        except TapeError as e:
+            log.error("mover %s: cleaning failed: %s", self.drive_name, e)
+            events.record(
+                self.cat, "cleaning_failed", str(e), subject=self.drive_name, level="error"
+            )
+            if e.error_class == ErrorClass.DRIVE:
+                self._drive_down(f"cleaning failed: {e.message}")
+            else:
+                cleaning.mark_done(self.cat, self.drive_name)
+
     def dismount(self) -> None:
         label = self.mounted
         if label is None:
             return
+        cleaning.check_drive(self)
         stats: dict = {}
         try:
             stats = dict(self.drive.statistics())

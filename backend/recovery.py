@@ -184,8 +184,8 @@ def reconcile_library(
                 report["added"].append(label)
             else:
                 state, error = known[label]
-                if state == "missing":
-                    previous = (error or "").removeprefix("missing; was ") or "full"
+                if state in ("missing", "exported"):
+                    previous = (error or "").rpartition("; was ")[2] or "full"
                     cat.execute(
                         "UPDATE volumes SET state=?, error=NULL, home=? WHERE label=?",
                         (previous, home, label),
@@ -194,7 +194,7 @@ def reconcile_library(
                 else:
                     cat.execute("UPDATE volumes SET home=? WHERE label=?", (home, label))
         for label, (state, _error) in known.items():
-            if label not in present and state not in ("missing",):
+            if label not in present and state not in ("missing", "exported"):
                 cat.execute(
                     "UPDATE volumes SET state='missing', error=? WHERE label=?",
                     (f"missing; was {state}", label),

@@ -167,6 +167,24 @@ class DriveStatus:
     detail: str = ""
 
 
+#: TapeAlert flags by which a drive asks for cleaning: clean now, clean periodic
+CLEANING_ALERTS = frozenset({20, 21})
+#: TapeAlert flags by which a cleaning cartridge refuses: expired, invalid
+CLEANING_REFUSED_ALERTS = frozenset({22, 23})
+
+
+@dataclass
+class CleaningResult:
+    """The outcome of `TapeDrive.clean()`: whether the drive really cleaned (False on
+    devices without cleaning semantics, like tgt), the TapeAlert flags raised, whether the
+    cartridge is used up, and what the drive said."""
+
+    cleaned: bool
+    alerts: frozenset[int] = frozenset()
+    expired: bool = False
+    detail: str = ""
+
+
 class TapeDrive(abc.ABC):
     """One tape drive. Blocking calls; one thread at a time."""
 
@@ -258,6 +276,23 @@ class TapeDrive(abc.ABC):
         """
         return {}
 
+    def needs_cleaning(self) -> bool:
+        """The drive asks for a cleaning cartridge (TapeAlert 20 or 21)."""
+        return bool(self.alerts() & CLEANING_ALERTS)
+
+    def clean(self, timeout: float = 900.0) -> CleaningResult:
+        """The drive's part of a cleaning cycle, once the changer put a cleaning cartridge
+        in: let it clean, collect the verdict, leave the cartridge unloaded. Nothing is
+        ever written to a cleaning cartridge."""
+        self.load()
+        st = self.status()
+        flags = self.alerts()
+        self.unload()
+        expired = bool(flags & CLEANING_REFUSED_ALERTS)
+        return CleaningResult(
+            cleaned=st.cleaning and not expired, alerts=flags, expired=expired, detail=st.detail
+        )
+
     def close(self) -> None:  # noqa: B027 - optional for drivers that hold no resources
         """Release the device (file descriptors, sessions)."""
 
@@ -316,6 +351,14 @@ class MediaChanger(abc.ABC):
 
     def initialize_element_status(self) -> None:  # noqa: B027 - a no-op is a valid default
         """Rescan the library (after the door was open, on start)."""
+
+    def open_import_export(self, address: int) -> bool:
+        """Unlock the mail slot at `address` for the operator; False where there is no door."""
+        return False
+
+    def close_import_export(self, address: int) -> bool:
+        """Lock the mail slot again (the robot may use it); False where there is no door."""
+        return False
 
     def close(self) -> None:  # noqa: B027
         """Release the device."""

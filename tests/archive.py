@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,26 @@ TEST_OPTIONS = {
 }
 
 
-def reelfs(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300,
-           input: bytes | None = None) -> subprocess.CompletedProcess:
+def reelfs(
+    *args: str,
+    check: bool = True,
+    env: dict | None = None,
+    timeout: float = 300,
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess:
     """Run the CLI as a user would (a separate process)."""
     e = dict(os.environ)
     e.pop("REELFS_ARCHIVE", None)
     if env:
         e.update(env)
-    p = subprocess.run([sys.executable, "-m", "mountfs.cli", *args], capture_output=True,
-                       env=e, timeout=timeout, cwd=REPO, input=input)
+    p = subprocess.run(
+        [sys.executable, "-m", "mountfs.cli", *args],
+        capture_output=True,
+        env=e,
+        timeout=timeout,
+        cwd=REPO,
+        input=input,
+    )
     if check and p.returncode != 0:
         raise AssertionError(
             f"reelfs {' '.join(args)} exited {p.returncode}:\n{p.stdout.decode()}\n"
@@ -44,12 +56,36 @@ def reelfs(*args: str, check: bool = True, env: dict | None = None, timeout: flo
     return p
 
 
-def init_archive(path: Path, *, drives: int = 2, volumes: int = 4, volume_size: str = "64MiB",
-                 cache_size: str = "256MiB", options: dict[str, Any] | None = None,
-                 extra: list[str] = ()) -> Path:  # type: ignore[assignment]
+def init_archive(
+    path: Path,
+    *,
+    drives: int = 2,
+    volumes: int = 4,
+    volume_size: str = "64MiB",
+    cache_size: str = "256MiB",
+    options: dict[str, Any] | None = None,
+    extra: Sequence[str] = (),
+    vtl: Any = None,
+) -> Path:
+    """An archive with an emulated library, or on the tgt VTL `vtl` (tests.vtl.Vtl)."""
     opts = {**TEST_OPTIONS, **(options or {})}
-    args = ["init", str(path), "--drives", str(drives), "--volumes", str(volumes),
-            "--volume-size", volume_size, "--cache-size", cache_size, *extra]
+    args = [
+        "init",
+        str(path),
+        "--drives",
+        str(drives),
+        "--volumes",
+        str(volumes),
+        "--volume-size",
+        volume_size,
+        "--cache-size",
+        cache_size,
+        *extra,
+    ]
+    if vtl is not None:
+        args += ["--library", "scsi", "--changer", vtl.changer]
+        for d in vtl.drives:
+            args += ["--drive", d]
     for k, v in opts.items():
         args += ["-o", f"{k}={json.dumps(v)}"]
     reelfs(*args)
@@ -104,8 +140,9 @@ class Mount:
             return
         self.stopped = True
         try:
-            reelfs("umount", str(self.mnt), "--no-wait", "--timeout", "60", check=False,
-                   timeout=120)
+            reelfs(
+                "umount", str(self.mnt), "--no-wait", "--timeout", "60", check=False, timeout=120
+            )
         except subprocess.TimeoutExpired:
             pass
         if _alive(self.pid):
@@ -115,7 +152,7 @@ class Mount:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
 
 
-def mount(archive: Path, mnt: Path, *options: str, extra: list[str] = ()) -> Mount:  # type: ignore[assignment]
+def mount(archive: Path, mnt: Path, *options: str, extra: Sequence[str] = ()) -> Mount:
     mnt.mkdir(parents=True, exist_ok=True)
     args = ["mount", str(archive), str(mnt), *extra]
     for o in options:
@@ -134,8 +171,7 @@ def _alive(pid: int) -> bool:
 
 
 def wait_state(m: Mount, path: Path, state: str, timeout: float = 60) -> None:
-    wait_for(lambda: m.state(path) == state, timeout=timeout,
-             what=f"{path} to become {state}")
+    wait_for(lambda: m.state(path) == state, timeout=timeout, what=f"{path} to become {state}")
 
 
 def file_of(size: int, seed: int = 0) -> bytes:

@@ -230,7 +230,22 @@ def _v2(db: sqlite_utils.Database) -> None:
     )
 
 
-_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """On-tape layout: labels, foreign volumes, the format of each tape copy, bad copies."""
+    volumes = db["volumes"]
+    # 'none' or 'ansi', fixed when a volume is first written (a change of [library]
+    # label_format applies to blank volumes only); NULL while blank
+    volumes.add_column("label_format", str)
+    volumes.add_column("volser", str)  # the VOL1 volume identifier (labelled volumes)
+    volumes.add_column("origin", str)  # NULL: written by this archive; 'foreign': imported
+    copies = db["tape_copies"]
+    # NULL: a member of a reelfs pax tape file; else the foreign format (drivers.formats.
+    # foreign.Format) the recall must read
+    copies.add_column("format", str)
+    copies.add_column("error", str)  # why the copy went 'bad' (state active | deleted | bad)
+
+
+_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(_STEPS)
 
 

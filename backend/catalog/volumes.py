@@ -22,6 +22,7 @@ BLANK, WRITABLE, FULL, READONLY, SUSPECT, NOACCESS, MISSING, CLEANING = (
     "missing",
     "cleaning",
 )
+RETIRED, EXPORTED = "retired", "exported"
 #: states from which data can still be read
 READABLE = (WRITABLE, FULL, READONLY, SUSPECT)
 
@@ -149,13 +150,16 @@ class VolumeClerk:
             "SELECT COALESCE(SUM(capacity),0), "
             "COALESCE(SUM(CASE WHEN state IN ('blank','writable') "
             "THEN MAX(capacity - bytes_used, 0) ELSE 0 END),0) "
-            "FROM volumes WHERE state NOT IN ('cleaning','missing')"
+            "FROM volumes WHERE state NOT IN ('cleaning','retired','missing','exported')"
         )
         assert row is not None
         return int(row[0]), int(row[1])
 
     def largest_capacity(self) -> int:
         return int(
-            self.cat.value("SELECT COALESCE(MAX(capacity),0) FROM volumes WHERE state!='cleaning'")
+            self.cat.value(
+                "SELECT COALESCE(MAX(capacity),0) FROM volumes "
+                "WHERE state NOT IN ('cleaning','retired')"
+            )
             or 0
         )

@@ -36,6 +36,7 @@ from drivers.scsi.quirks import Quirks, note_fallback, quirks_for
 from drivers.scsi.sense import Sense, SenseKey, parse_sense
 from drivers.tape import (
     BlankCheckError,
+    CleaningResult,
     DriveError,
     DriveStatus,
     EndOfMediumError,
@@ -55,17 +56,6 @@ T = TypeVar("T")
 
 READY_TIMEOUT = 300.0  # a real drive threads a cartridge in well under two minutes
 CLEANING_TIMEOUT = 900.0
-
-
-@dataclass
-class CleaningResult:
-    """The outcome of `clean()`: whether the drive really cleaned (False on devices without
-    cleaning semantics, like tgt), the TapeAlert flags raised, and what the drive said."""
-
-    cleaned: bool
-    alerts: frozenset[int] = frozenset()
-    expired: bool = False
-    detail: str = ""
 
 
 @dataclass

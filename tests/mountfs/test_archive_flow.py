@@ -6,12 +6,19 @@ import errno
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.archive import Mount, file_of, init_archive, mount, tape_locations, wait_state
+from tests.archive import Mount, file_of, mount, tape_locations, wait_state
 from tests.waiting import wait_for
+
+
+@pytest.fixture(params=["emulated", "scsi"])
+def library_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the emulated library and on the tgt VTL over iSCSI."""
+    return request.param
 
 
 def sha(p: Path) -> str:
@@ -27,8 +34,10 @@ def make_family(m: Mount, name: str, width: int | None = None) -> Path:
     return d
 
 
-def test_write_flush_release_recall_two_families_two_drives(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a", drives=2, volumes=4)
+def test_write_flush_release_recall_two_families_two_drives(
+    make_archive: Callable[..., Path], tmp_path: Path
+) -> None:
+    archive = make_archive(drives=2, volumes=4)
     m = mount(archive, tmp_path / "mnt")
     try:
         raw, sim = make_family(m, "raw"), make_family(m, "sim")
@@ -181,12 +190,12 @@ def test_appending_keeps_streaming_checksums(mounted: Mount) -> None:
     assert mounted.xattr(f, "checksum.adler32") == f"{zlib.adler32(data):08x}"
 
 
-def test_width_bounds_volumes_written_at_once(tmp_path: Path) -> None:
+def test_width_bounds_volumes_written_at_once(
+    make_archive: Callable[..., Path], tmp_path: Path
+) -> None:
     # batches of at most 4 files of 1.5 MB: several per family, each long enough that
     # the second drive joins in while the first is still writing
-    archive = init_archive(
-        tmp_path / "a", drives=2, volumes=6, options={"mover.batch_bytes": "6MB"}
-    )
+    archive = make_archive(drives=2, volumes=6, options={"mover.batch_bytes": "6MB"})
     m = mount(archive, tmp_path / "mnt")
     try:
         one = make_family(m, "one", width=1)
@@ -215,8 +224,10 @@ def test_width_bounds_volumes_written_at_once(tmp_path: Path) -> None:
         m.stop()
 
 
-def test_full_volume_moves_on_to_the_next(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a", drives=1, volumes=3, volume_size="3MiB")
+def test_full_volume_moves_on_to_the_next(
+    make_archive: Callable[..., Path], tmp_path: Path
+) -> None:
+    archive = make_archive(drives=1, volumes=3, volume_size="3MiB")
     m = mount(archive, tmp_path / "mnt")
     try:
         files = [m.mnt / f"f{i}" for i in range(8)]
@@ -237,8 +248,8 @@ def test_full_volume_moves_on_to_the_next(tmp_path: Path) -> None:
         m.stop()
 
 
-def test_umount_waits_for_pending_writes(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a")
+def test_umount_waits_for_pending_writes(make_archive: Callable[..., Path], tmp_path: Path) -> None:
+    archive = make_archive()
     m = mount(archive, tmp_path / "mnt")
     try:
         (m.mnt / "p.dat").write_bytes(b"pending" * 1000)
@@ -254,8 +265,10 @@ def test_umount_waits_for_pending_writes(tmp_path: Path) -> None:
         m2.stop()
 
 
-def test_umount_no_wait_keeps_files_queued_for_the_next_mount(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a")
+def test_umount_no_wait_keeps_files_queued_for_the_next_mount(
+    make_archive: Callable[..., Path], tmp_path: Path
+) -> None:
+    archive = make_archive()
     m = mount(archive, tmp_path / "mnt")
     try:
         (m.mnt / "q.dat").write_bytes(b"queued")

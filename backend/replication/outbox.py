@@ -1,0 +1,296 @@
+"""Durable outbox: a message is a SQLite row first, published with confirms, then deleted.
+
+The row is written in the same transaction as the change it announces (`enqueue` takes the
+caller's connection and does not commit), so a change is never committed without its
+announcement, whatever crashes afterwards. A `Publisher` drains the table in id order, in
+batches, publishing each batch with publisher confirms and deleting only the rows the
+broker confirmed. Broker stops, restarts and process kills lose nothing: delivery is at
+least once (a row whose confirm was lost is sent again), and the order of rows is kept (a
+batch is retried from its first unconfirmed row, so per topic the last message seen is the
+last one enqueued).
+
+Works on any `sqlite3.Connection` in WAL mode: the archive catalog includes `OUTBOX_DDL`
+(or calls `ensure_outbox`) and `reelfs watch` keeps a small state DB (`open_state_db`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .broker import Broker, BrokerUnavailable, BrokerURL
+from .credentials import Credentials
+from .message import DEFAULT_TOPIC_PREFIX, encode, topic_for, truncate_topic
+
+log = logging.getLogger(__name__)
+
+OUTBOX_TABLE = "replication_outbox"
+
+# AUTOINCREMENT: ids never go back, even after the newest rows were deleted, so id order
+# is enqueue order for the lifetime of the database.
+OUTBOX_DDL = f"""
+CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange    TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    body        TEXT    NOT NULL,           -- the JSON body exactly as published
+    enqueued_ns INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0, -- publications not confirmed so far
+    last_error  TEXT
+)
+"""
+
+
+def ensure_outbox(db: Any) -> None:
+    """Create the outbox table if missing, in a `sqlite3.Connection` or a sqlite-utils
+    `Database`. Does not commit a transaction the caller has open."""
+    conn: sqlite3.Connection = getattr(db, "conn", db)
+    conn.execute(OUTBOX_DDL)
+
+
+def open_state_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A standalone database holding an outbox (WAL, synchronous=FULL), e.g. for watch."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    ensure_outbox(conn)
+    return conn
+
+
+def enqueue(conn: sqlite3.Connection, exchange: str, topic: str, message: Mapping[str, Any]) -> int:
+    """Add a message to the outbox inside the caller's transaction; returns its row id.
+
+    The message is validated and serialised now, so a bad message fails here, where the
+    caller can still roll back. The caller commits (in autocommit mode the insert is its
+    own transaction). Call `Publisher.wake()` after committing to publish at once.
+    """
+    body = encode(message).decode("utf-8")
+    cur = conn.execute(
+        f"INSERT INTO {OUTBOX_TABLE} (exchange, topic, body, enqueued_ns) VALUES (?, ?, ?, ?)",
+        (exchange, truncate_topic(topic), body, time.time_ns()),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def enqueue_message(
+    conn: sqlite3.Connection,
+    exchange: str,
+    message: Mapping[str, Any],
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+) -> int:
+    """`enqueue` with the topic derived from relPath the sr3 way."""
+    return enqueue(conn, exchange, topic_for(message["relPath"], topic_prefix), message)
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """Rows not yet confirmed by the broker."""
+    return int(conn.execute(f"SELECT count(*) FROM {OUTBOX_TABLE}").fetchone()[0])
+
+
+class Publisher:
+    """Drains an outbox table to a broker; run it as a thread (`start`/`stop`) or call `run`.
+
+    `db` is a database path or a function returning a new connection (used from the
+    publishing thread only). `broker` is a URL (password from `credentials`) or a `Broker`.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | Callable[[], sqlite3.Connection],
+        broker: str | BrokerURL | Broker,
+        *,
+        credentials: Credentials | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        confirm_timeout: float = 30.0,
+        max_backoff: float = 30.0,
+        logger: logging.Logger = log,
+    ) -> None:
+        self._db = db
+        self.broker = (
+            broker
+            if isinstance(broker, Broker)
+            else Broker(
+                broker,
+                credentials=credentials,
+                logger=logger,
+                client_name="reelfs-outbox",
+                max_backoff=max_backoff,
+            )
+        )
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.confirm_timeout = confirm_timeout
+        self.logger = logger
+        self.published = 0
+        self._conn: sqlite3.Connection | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- database --------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if callable(self._db):
+                self._conn = self._db()
+            else:
+                self._conn = sqlite3.connect(
+                    self._db, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            ensure_outbox(self._conn)
+        return self._conn
+
+    def pending(self) -> int:
+        return pending_count(self._connection())
+
+    def _delete(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        conn = self._connection()
+        with _transaction(conn):
+            conn.executemany(f"DELETE FROM {OUTBOX_TABLE} WHERE id = ?", [(i,) for i in ids])
+
+    def _note_failure(self, row_id: int, error: str) -> None:
+        conn = self._connection()
+        with _transaction(conn):
+            conn.execute(
+                f"UPDATE {OUTBOX_TABLE} SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error[:500], row_id),
+            )
+
+    # -- publishing ------------------------------------------------------------------
+
+    def drain_once(self) -> int:
+        """Publish one batch of the oldest rows; returns how many were confirmed and deleted.
+
+        Raises `BrokerUnavailable` after deleting the rows confirmed before the failure.
+        """
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT id, exchange, topic, body FROM {OUTBOX_TABLE} ORDER BY id LIMIT ?",
+                (self.batch_size,),
+            )
+            .fetchall()
+        )
+        if not rows:
+            return 0
+        items = [(ex, topic, body.encode("utf-8")) for _, ex, topic, body in rows]
+        try:
+            confirmed = self.broker.publish_batch(items, confirm_timeout=self.confirm_timeout)
+        except BrokerUnavailable as exc:
+            self._delete([r[0] for r in rows[: exc.confirmed]])
+            self.published += exc.confirmed
+            if exc.confirmed < len(rows):
+                self._note_failure(rows[exc.confirmed][0], str(exc))
+            raise
+        self._delete([r[0] for r in rows[:confirmed]])
+        self.published += confirmed
+        if confirmed < len(rows):
+            self._note_failure(rows[confirmed][0], "nacked by broker")
+        return confirmed
+
+    def wake(self) -> None:
+        """Publish now rather than at the next poll (call after committing an enqueue)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Publish until `stop` is set: batches back to back while rows remain, otherwise
+        wait for `wake()` or `poll_interval` (rows enqueued by other processes)."""
+        stop = stop or self._stop
+        broker = self.broker
+        while not stop.is_set():
+            if not broker.connected and not broker.connect_with_backoff(stop):
+                break
+            self._wake.clear()
+            try:
+                n = self.drain_once()
+            except BrokerUnavailable:
+                # The link state already logged the failure; wait before reconnecting.
+                stop.wait(broker.backoff.next_delay())
+                continue
+            except sqlite3.OperationalError as exc:
+                self.logger.warning("outbox: database busy or unreadable (%s); retrying", exc)
+                stop.wait(1.0)
+                continue
+            if n >= self.batch_size:
+                continue
+            if n == 0 or not self._has_rows():
+                self._wake.wait(self.poll_interval)
+                broker.tick()
+        broker.close()
+
+    def _has_rows(self) -> bool:
+        row = self._connection().execute(f"SELECT 1 FROM {OUTBOX_TABLE} LIMIT 1").fetchone()
+        return row is not None
+
+    def run_until_empty(self, timeout: float) -> bool:
+        """Publish until the outbox is empty or `timeout` passes; True if empty."""
+        deadline = time.monotonic() + timeout
+        stop = threading.Event()
+        broker = self.broker
+        while self._has_rows():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if not broker.connected and not broker.connect_with_backoff(
+                stop, time.monotonic() + remaining
+            ):
+                return False
+            try:
+                self.drain_once()
+            except BrokerUnavailable:
+                time.sleep(min(broker.backoff.next_delay(), max(0.0, remaining)))
+        return True
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="reelfs-outbox", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread started by `start` (rows left stay for the next run)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.close()
+
+    def close(self) -> None:
+        self.broker.close()
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (rollback on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.own = not self.conn.in_transaction
+        if self.own:
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self.own:
+            return
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

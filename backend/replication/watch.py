@@ -1,0 +1,682 @@
+"""`reelfs watch DIR --config FILE`: announce changes of an ordinary directory over v03.
+
+inotify (watchdog) events become v03 messages the way `sr3 watch` makes them:
+
+* a file is posted once it has *settled* (size, mtime and mode unchanged for `settle`
+  seconds); a file renamed from a temporary name (`.tmp`, `~`, `.part`, dotfiles) is
+  complete by convention and posted at once;
+* mkdir, rmdir, unlink, symlink and rename become `fileOp` messages; a rename carries the
+  absolute old path in `fileOp.rename` (sr3's observed form) with the new name's metadata;
+* a file that keeps changing for longer than `repost_interval` (a log or a capture written
+  for hours, Sarracenia plan item 107) is re-posted at that interval in blocks
+  (`blocks`, sr3's `inplace` layout): only blocks whose identity changed since the last
+  post are announced, each with the whole manifest, so receivers fetch only those;
+* only what was announced is ever announced as removed.
+
+Every announcement is written to the durable outbox of a small SQLite state DB in the same
+transaction as the record of what has been announced (`watch_files`), then published with
+confirms by an `outbox.Publisher` thread. At start the tree is compared with that record,
+so changes made while the watcher was stopped are announced too. With `http_listen` the
+watcher also serves `post_base_dir` over HTTP (`http_service`).
+
+`watch_main(argv)` is the CLI entry point (`reelfs watch`, or `python3 -m
+backend.replication.watch` until the lead wires it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sqlite3
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from .credentials import Credentials, CredentialsError
+from .filemessages import (
+    PostSettings,
+    block_messages,
+    directory_message,
+    file_message,
+    link_message,
+    remove_message,
+)
+from .http_service import DataServer, DirectorySource, parse_listen, serve
+from .message import MessageError, topic_for
+from .outbox import Publisher, enqueue, open_state_db
+from .watch_config import ConfigError, WatchConfig, load_config
+
+log = logging.getLogger("reelfs.watch")
+
+STATE_DDL = """
+CREATE TABLE IF NOT EXISTS watch_files (
+    rel_path  TEXT PRIMARY KEY,     -- relPath as announced
+    kind      TEXT NOT NULL,        -- file | dir | link
+    size      INTEGER,
+    mtime_ns  INTEGER,
+    mode      INTEGER,
+    target    TEXT,                 -- link target
+    identity  TEXT,                 -- JSON identity of the whole file, if posted whole
+    blocks    TEXT                  -- JSON {number: [size, identity]} if posted in blocks
+)
+"""
+
+
+@dataclass
+class _Pending:
+    """A file seen changing and not yet posted."""
+
+    first_seen: float
+    last_change: float
+    sig: tuple[int, int, int] | None = None
+    last_repost: float | None = None
+    blocks: dict[int, tuple[int, str]] = field(default_factory=dict)
+
+
+class _Queueing(FileSystemEventHandler):
+    def __init__(self, q: queue.Queue[FileSystemEvent]) -> None:
+        self.q = q
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.q.put(event)
+
+
+def _sig(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+
+
+class Watcher:
+    """The watch engine: turns events and ticks into outbox rows (no threads of its own).
+
+    `conn` is the state DB connection (autocommit mode). `on_enqueued` is called after
+    each commit that added messages (the CLI passes `Publisher.wake`).
+    """
+
+    def __init__(
+        self,
+        config: WatchConfig,
+        conn: sqlite3.Connection,
+        on_enqueued: Any = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.cfg = config
+        self.conn = conn
+        self.conn.execute(STATE_DDL)
+        self.on_enqueued = on_enqueued or (lambda: None)
+        self.clock = clock
+        self.pending: dict[str, _Pending] = {}
+        self.settings = PostSettings(
+            base_url=config.post_base_url,
+            base_dir=str(config.post_base_dir),
+            identity_method=config.identity_method,
+            arbitrary_value=config.identity_arbitrary_value,
+            source=config.source,
+            from_cluster=config.cluster,
+            to_clusters=config.to_clusters,
+        )
+        self.posted = 0
+
+    # -- names --------------------------------------------------------------------------
+
+    def _rel(self, path: str | bytes) -> str | None:
+        """relPath of a path under the watched dir, or None if outside/unusable."""
+        path = os.fsdecode(path)
+        try:
+            rel = self.settings.rel_path(path)
+        except MessageError:
+            return None
+        wrel = os.path.relpath(path, self.cfg.watch_dir)
+        if wrel == "." or wrel.startswith(".."):
+            return None
+        return rel
+
+    def _url(self, rel: str) -> str:
+        return self.cfg.post_base_url.rstrip("/") + "/" + rel
+
+    def wanted(self, rel: str | None) -> bool:
+        """Not a temporary/hidden name, and accepted by the filters."""
+        if rel is None:
+            return False
+        wrel = os.path.relpath(self.settings.abs_path(rel), self.cfg.watch_dir)
+        return not self.cfg.ignored_name(wrel) and self.cfg.accepts(self._url(rel))
+
+    # -- the record of what was announced ----------------------------------------------
+
+    def announced(self, rel: str) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT rel_path, kind, size, mtime_ns, mode, target, identity, blocks"
+            " FROM watch_files WHERE rel_path = ?",
+            (rel,),
+        ).fetchone()
+
+    def _announced_under(self, rel: str) -> list[str]:
+        prefix = rel + "/"
+        rows = self.conn.execute(
+            "SELECT rel_path FROM watch_files WHERE substr(rel_path, 1, ?) = ?",
+            (len(prefix), prefix),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _commit(self, messages: list[dict[str, Any]], record: list[tuple[str, tuple | None]]):
+        """Enqueue messages and update the record in one transaction.
+
+        `record` items are (rel_path, row values) to upsert, or (rel_path, None) to delete.
+        """
+        if not messages and not record:
+            return
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for msg in messages:
+                enqueue(c, self.cfg.exchange, topic_for(msg["relPath"], self.cfg.topic_prefix), msg)
+            for rel, values in record:
+                if values is None:
+                    c.execute("DELETE FROM watch_files WHERE rel_path = ?", (rel,))
+                else:
+                    c.execute(
+                        "INSERT OR REPLACE INTO watch_files (rel_path, kind, size, mtime_ns, mode,"
+                        " target, identity, blocks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rel, *values),
+                    )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self.posted += len(messages)
+        for msg in messages:
+            op = msg.get("fileOp")
+            what = ",".join(f"{k}" for k in op) if op else "file"
+            if "blocks" in msg:
+                what = f"block {msg['blocks']['number']}"
+            log.info("posted %s %s (%s)", what, msg["relPath"], msg.get("size", "-"))
+        if messages:
+            self.on_enqueued()
+
+    # -- posting ------------------------------------------------------------------------
+
+    def _post_file(self, rel: str, *, rename_from: str | None = None) -> None:
+        path = self.settings.abs_path(rel)
+        pend = self.pending.pop(rel, None)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return
+            if pend is not None and pend.blocks:
+                msgs, blocks = block_messages(
+                    self.settings, path, self.cfg.block_size, st=st, known=pend.blocks
+                )
+                if rename_from:
+                    for m in msgs:
+                        m["fileOp"] = {"rename": rename_from}
+                blocks_json = json.dumps({b.number: [b.size, b.identity] for b in blocks})
+                values = (
+                    "file",
+                    st.st_size,
+                    st.st_mtime_ns,
+                    stat.S_IMODE(st.st_mode),
+                    None,
+                    None,
+                    blocks_json,
+                )
+            else:
+                msg = file_message(self.settings, path, rename_from=rename_from, st=st)
+                msgs = [msg]
+                values = (
+                    "file",
+                    st.st_size,
+                    st.st_mtime_ns,
+                    stat.S_IMODE(st.st_mode),
+                    None,
+                    json.dumps(msg.get("identity")),
+                    None,
+                )
+        except FileNotFoundError:
+            return  # gone before it could be posted: its delete event follows
+        self._commit(msgs, [(rel, values)])
+
+    def _post_dir(self, rel: str, *, rename_from: str | None = None) -> None:
+        path = self.settings.abs_path(rel)
+        try:
+            msg = directory_message(self.settings, path, rename_from=rename_from)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            return
+        self._commit([msg], [(rel, ("dir", None, None, mode, None, None, None))])
+
+    def _post_link(self, rel: str, *, rename_from: str | None = None) -> None:
+        path = self.settings.abs_path(rel)
+        try:
+            msg = link_message(self.settings, path, rename_from=rename_from)
+        except (FileNotFoundError, OSError):
+            return
+        self._commit([msg], [(rel, ("link", None, None, None, msg["fileOp"]["link"], None, None))])
+
+    def _post_remove(self, rel: str) -> None:
+        """Announce the removal of rel and of anything announced under it (deepest first)."""
+        row = self.announced(rel)
+        under = sorted(self._announced_under(rel), key=lambda r: r.count("/"), reverse=True)
+        msgs, record = [], []
+        for child in under:
+            child_row = self.announced(child)
+            msgs.append(
+                remove_message(
+                    self.settings, self.settings.abs_path(child), directory=child_row[1] == "dir"
+                )
+            )
+            record.append((child, None))
+        if row is not None:
+            msgs.append(
+                remove_message(
+                    self.settings, self.settings.abs_path(rel), directory=row[1] == "dir"
+                )
+            )
+            record.append((rel, None))
+        for p in [p for p in self.pending if p == rel or p.startswith(rel + "/")]:
+            del self.pending[p]
+        self._commit(msgs, record)
+
+    # -- events -------------------------------------------------------------------------
+
+    def touch(self, rel: str, now: float | None = None, *, settled: bool = False) -> None:
+        """Note that a file changed (or exists unposted); it is posted once settled."""
+        now = self.clock() if now is None else now
+        pend = self.pending.get(rel)
+        if pend is None:
+            start = now - self.cfg.settle if settled else now
+            self.pending[rel] = _Pending(first_seen=now, last_change=start)
+        elif not settled:
+            pend.last_change = now
+
+    def handle(self, event: FileSystemEvent) -> None:
+        """Process one watchdog event."""
+        if isinstance(event, DirMovedEvent | FileMovedEvent):
+            if not event.is_synthetic:
+                self._moved(event)
+            return
+        rel = self._rel(event.src_path)
+        if rel is None:
+            return
+        path = self.settings.abs_path(rel)
+        if isinstance(event, DirCreatedEvent):
+            if self.wanted(rel) and self.announced(rel) is None:
+                self._post_dir(rel)
+            # Files created before inotify watched the new directory have no events.
+            self.scan(path)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+            if not self.wanted(rel):
+                return
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return
+            if stat.S_ISLNK(st.st_mode):
+                row = self.announced(rel)
+                if row is None or row[5] != os.readlink(path):
+                    self._post_link(rel)
+            elif stat.S_ISREG(st.st_mode):
+                self.touch(rel)
+        elif isinstance(event, FileDeletedEvent | DirDeletedEvent):
+            self._post_remove(rel)
+        elif (
+            event.event_type == "attrib"
+            and not event.is_directory
+            and self.wanted(rel)
+            and (rel in self.pending or self.announced(rel) is not None)
+        ):
+            self.touch(rel)
+
+    def _moved(self, event: FileSystemEvent) -> None:
+        src_rel = self._rel(event.src_path)
+        dst_rel = self._rel(event.dest_path)
+        src_row = self.announced(src_rel) if src_rel else None
+        dst_ok = self.wanted(dst_rel)
+        if dst_rel is None or not dst_ok:
+            # Moved out of the tree, or to a name that is not posted: gone for receivers.
+            if src_rel is not None:
+                self._post_remove(src_rel)
+            return
+        dst_path = self.settings.abs_path(dst_rel)
+        try:
+            st = os.lstat(dst_path)
+        except FileNotFoundError:
+            return
+        src_pending = self.pending.pop(src_rel, None) if src_rel else None
+        if src_row is None or not self.wanted(src_rel):
+            # Receivers never had the old name: the new one is simply new. A rename from a
+            # temporary name is the writer saying "complete": no need to wait.
+            if src_rel is not None and src_row is not None:
+                self._post_remove(src_rel)
+            if stat.S_ISDIR(st.st_mode):
+                self._post_dir(dst_rel)
+                self.scan(dst_path)
+            elif stat.S_ISLNK(st.st_mode):
+                self._post_link(dst_rel)
+            else:
+                temp = src_rel is not None and self.cfg.ignored_name(
+                    os.path.relpath(self.settings.abs_path(src_rel), self.cfg.watch_dir)
+                )
+                if temp:
+                    self._post_file(dst_rel)
+                else:
+                    self.touch(dst_rel)
+            return
+        old_abs = self.settings.abs_path(src_rel)
+        if stat.S_ISDIR(st.st_mode):
+            # One message moves the whole subtree at the receiver (sr3 renames the dir).
+            msg = directory_message(self.settings, dst_path, rename_from=old_abs)
+            record: list[tuple[str, tuple | None]] = []
+            for child in [src_rel, *self._announced_under(src_rel)]:
+                row = self.announced(child)
+                new = dst_rel + child[len(src_rel) :]
+                record.append((child, None))
+                record.append((new, tuple(row[1:])))
+            for p in [p for p in self.pending if p.startswith(src_rel + "/")]:
+                self.pending[dst_rel + p[len(src_rel) :]] = self.pending.pop(p)
+            self._commit([msg], record)
+        elif stat.S_ISLNK(st.st_mode):
+            self._commit([], [(src_rel, None)])
+            self._post_link(dst_rel, rename_from=old_abs)
+        else:
+            self._commit([], [(src_rel, None)])
+            if src_pending is not None:
+                self.pending[dst_rel] = src_pending
+            self._post_file(dst_rel, rename_from=old_abs)
+
+    # -- time ---------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        """Post settled files; re-post in blocks files that keep growing."""
+        now = self.clock() if now is None else now
+        for rel in list(self.pending):
+            pend = self.pending.get(rel)
+            if pend is None:
+                continue
+            path = self.settings.abs_path(rel)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                self.pending.pop(rel, None)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self.pending.pop(rel, None)
+                continue
+            sig = _sig(st)
+            if sig != pend.sig:
+                if pend.sig is not None:
+                    pend.last_change = now
+                pend.sig = sig
+            if now - pend.last_change >= self.cfg.settle:
+                row = self.announced(rel)
+                if row is not None and row[1] == "file" and tuple(row[2:5]) == sig:
+                    self.pending.pop(rel, None)  # nothing changed since it was announced
+                    continue
+                self._post_file(rel)
+            elif self.cfg.repost_interval > 0 and st.st_size > 0:
+                since = pend.last_repost if pend.last_repost is not None else pend.first_seen
+                if now - since >= self.cfg.repost_interval:
+                    self._repost_growing(rel, pend, st, now)
+
+    def _repost_growing(self, rel: str, pend: _Pending, st: os.stat_result, now: float) -> None:
+        path = self.settings.abs_path(rel)
+        try:
+            msgs, blocks = block_messages(
+                self.settings, path, self.cfg.block_size, st=st, known=pend.blocks
+            )
+        except OSError as exc:
+            log.debug("re-post of growing %s deferred: %s", rel, exc)
+            return
+        pend.last_repost = now
+        pend.blocks = {b.number: (b.size, b.identity) for b in blocks}
+        blocks_json = json.dumps({b.number: [b.size, b.identity] for b in blocks})
+        values = (
+            "file",
+            st.st_size,
+            st.st_mtime_ns,
+            stat.S_IMODE(st.st_mode),
+            None,
+            None,
+            blocks_json,
+        )
+        self._commit(msgs, [(rel, values)])
+
+    def next_deadline(self) -> float | None:
+        """When the next pending file could settle (for sleeping until then)."""
+        if not self.pending:
+            return None
+        return min(p.last_change for p in self.pending.values()) + self.cfg.settle
+
+    # -- scanning -----------------------------------------------------------------------
+
+    def scan(self, top: str | None = None) -> None:
+        """Compare a subtree with what was announced: new/changed entries are posted (files
+        once settled), announced entries that disappeared are removed."""
+        top = top or str(self.cfg.watch_dir)
+        wall = time.time()
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel_dir = self._rel(dirpath)
+            if rel_dir is not None:
+                seen.add(rel_dir)
+                if self.wanted(rel_dir) and self.announced(rel_dir) is None:
+                    self._post_dir(rel_dir)
+            # Do not descend into ignored (hidden) directories.
+            dirnames[:] = [d for d in dirnames if not (self.cfg.ignore_dotfiles and d[0] == ".")]
+            for name in filenames + [
+                d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+            ]:
+                path = os.path.join(dirpath, name)
+                rel = self._rel(path)
+                if rel is None or not self.wanted(rel):
+                    continue
+                seen.add(rel)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                row = self.announced(rel)
+                if stat.S_ISLNK(st.st_mode):
+                    if row is None or row[5] != os.readlink(path):
+                        self._post_link(rel)
+                elif stat.S_ISREG(st.st_mode) and (
+                    row is None or row[1] != "file" or tuple(row[2:5]) != _sig(st)
+                ):
+                    old = wall - st.st_mtime_ns / 1e9 >= self.cfg.settle
+                    self.touch(rel, settled=old)
+        top_rel = self._rel(top)
+        if top_rel is None:
+            candidates = [r[0] for r in self.conn.execute("SELECT rel_path FROM watch_files")]
+        else:
+            candidates = [top_rel, *self._announced_under(top_rel)]
+        wrel_ok = [r for r in candidates if r not in seen and self._rel(self.settings.abs_path(r))]
+        for rel in sorted(wrel_ok, key=lambda r: r.count("/"), reverse=True):
+            if not os.path.lexists(self.settings.abs_path(rel)) and self.announced(rel):
+                self._post_remove(rel)
+
+
+class WatchService:
+    """A running watch: observer thread, engine loop thread, publisher, optional HTTP."""
+
+    def __init__(self, config: WatchConfig, credentials: Credentials | None = None) -> None:
+        self.cfg = config
+        self.credentials = credentials
+        self.conn = open_state_db(config.state_db)
+        self.publisher = Publisher(
+            config.state_db, config.broker, credentials=credentials, logger=log
+        )
+        self.watcher = Watcher(config, self.conn, on_enqueued=self.publisher.wake)
+        self.events: queue.Queue[FileSystemEvent] = queue.Queue()
+        self.observer = Observer()
+        self.stop_event = threading.Event()
+        self.http: DataServer | None = None
+        self._loop: threading.Thread | None = None
+
+    def start(self, *, publish: bool = True) -> None:
+        if self.cfg.http_listen:
+            auth = None
+            if self.cfg.http_auth:
+                host, port, _ = parse_listen(self.cfg.http_listen)
+                creds = self.credentials or Credentials.load(self.cfg.credentials)
+                auth = creds.http_users(host, port)
+                if not auth:
+                    raise ConfigError(
+                        f"http_auth: no http://user:password@{self.cfg.http_listen}/ entry in "
+                        f"{creds.path}"
+                    )
+            self.http = serve(
+                DirectorySource(self.cfg.post_base_dir),
+                self.cfg.http_listen,
+                auth=auth,
+                url_prefix=str(self.cfg.post_base_dir),
+                logger=logging.getLogger("reelfs.watch.http"),
+            )
+        # Watch first, then scan: a change during the scan is seen by one or the other.
+        self.observer.schedule(_Queueing(self.events), str(self.cfg.watch_dir), recursive=True)
+        self.observer.start()
+        self.watcher.scan()
+        if publish:
+            self.publisher.start()
+        self._loop = threading.Thread(target=self._run, name="reelfs-watch", daemon=True)
+        self._loop.start()
+        log.info(
+            "watching %s -> %s on %s (exchange %s)",
+            self.cfg.watch_dir,
+            self.cfg.post_base_url,
+            self.publisher.broker.url,
+            self.cfg.exchange,
+        )
+
+    def _run(self) -> None:
+        tick = max(0.05, min(0.5, self.cfg.settle / 4 if self.cfg.settle else 0.05))
+        while not self.stop_event.is_set():
+            try:
+                ev = self.events.get(timeout=tick)
+                self._handle(ev)
+                while True:
+                    self._handle(self.events.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                self.watcher.tick()
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("watch: %s", exc)
+
+    def _handle(self, ev: FileSystemEvent) -> None:
+        try:
+            self.watcher.handle(ev)
+        except (OSError, MessageError, sqlite3.Error) as exc:
+            log.warning("watch: event %s %s not posted: %s", ev.event_type, ev.src_path, exc)
+
+    def idle(self) -> bool:
+        """No event queued, no file waiting to settle, nothing left in the outbox."""
+        if not self.events.empty() or self.watcher.pending:
+            return False
+        # A connection of its own: the engine's belongs to the loop thread.
+        conn = sqlite3.connect(self.cfg.state_db, timeout=30)
+        try:
+            return conn.execute("SELECT 1 FROM replication_outbox LIMIT 1").fetchone() is None
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.observer.stop()
+        self.observer.join(10)
+        if self._loop is not None:
+            self._loop.join(10)
+        self.publisher.stop()
+        if self.http is not None:
+            self.http.shutdown()
+        self.conn.close()
+
+
+def watch_main(argv: list[str]) -> int:
+    """`reelfs watch DIR --config FILE [--state-db PATH] [--once]`; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="reelfs watch", description="Announce changes of a directory as v03 messages."
+    )
+    parser.add_argument("directory", help="directory to watch (not an archive)")
+    parser.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    parser.add_argument("--state-db", help="state DB (default: next to the config file)")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="post what differs from the last run, wait until published, and exit",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="limit for --once (s)")
+    parser.add_argument("--verbose", "-v", action="count", default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cfg = load_config(args.config, args.directory, args.state_db)
+        creds = Credentials.load(cfg.credentials)
+        creds.require(cfg.broker)
+    except (ConfigError, CredentialsError) as exc:
+        print(f"reelfs watch: {exc}", file=sys.stderr)
+        return 2
+
+    if args.once:
+        return _run_once(cfg, creds, args.timeout)
+
+    service = WatchService(cfg, creds)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    try:
+        stop.wait()
+    finally:
+        log.info("stopping")
+        service.stop()
+    return 0
+
+
+def _run_once(cfg: WatchConfig, creds: Credentials, timeout: float) -> int:
+    conn = open_state_db(cfg.state_db)
+    watcher = Watcher(cfg, conn)
+    watcher.scan()
+    deadline = time.monotonic() + timeout
+    while watcher.pending and time.monotonic() < deadline:
+        watcher.tick()
+        nxt = watcher.next_deadline()
+        time.sleep(max(0.05, min(1.0, (nxt or 0) - time.monotonic())))
+    publisher = Publisher(cfg.state_db, cfg.broker, credentials=creds, logger=log)
+    try:
+        ok = publisher.run_until_empty(max(1.0, deadline - time.monotonic()))
+    finally:
+        publisher.close()
+        conn.close()
+    if not ok or watcher.pending:
+        print("reelfs watch: timed out before everything was published", file=sys.stderr)
+        return 1
+    log.info("posted %d messages", watcher.posted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch_main(sys.argv[1:]))
