@@ -44,6 +44,7 @@ log = logging.getLogger("reelfs.daemon")
 
 EVICTION_INTERVAL = 2.0
 RECALL_POLL = 2.0
+ORIGIN_TTL = 300.0
 
 
 class ArchiveLocked(ArchiveError):
@@ -96,12 +97,22 @@ class ArchiveDaemon:
         self.recovery: RecoveryReport | None = None
         self.changer_lock = threading.Lock()
         self.faults: dict[str, int] = {}  # FUSE op name -> injected failures left (tests)
+        # archive path -> (deadline, upstream message fields): the next change of that
+        # path was made by a subscriber storing what another site announced
+        self.origins: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.post = None
+        self.serve_cfg = None
+        self.journal = None  # the FUSE front end's change hook when [post] is set
 
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self) -> None:
         """Everything that must happen before the archive serves anything (blocking)."""
         cfg = self.config
+        from backend.replication.post_config import load_post, load_serve
+
+        self.post = load_post(cfg.raw)  # bad [post]/[serve] stop the start, not a thread
+        self.serve_cfg = load_serve(cfg.raw)
         self.lock_fd = lock_archive(cfg)
         try:
             self.cat = open_catalog(cfg.catalog_path)
@@ -139,6 +150,7 @@ class ArchiveDaemon:
             )
             self.lm.on_recall_failed = self._recall_failed_from_thread  # type: ignore[method-assign]
             self._start_movers()
+            self._start_replication()
             events.record(
                 self.cat,
                 "daemon_start",
@@ -150,6 +162,59 @@ class ArchiveDaemon:
         except BaseException:
             self.close()
             raise
+
+    def _start_replication(self) -> None:
+        """The poster and outbox publisher ([post]) and the HTTP data service ([serve])."""
+        if self.post is not None:
+            from backend.replication.credentials import Credentials, CredentialsError
+            from backend.replication.journal import ChangeJournal
+            from backend.replication.outbox import Publisher
+            from backend.replication.poster import ArchivePoster
+
+            try:
+                creds = Credentials.load(missing_ok=True)
+            except CredentialsError as e:
+                raise ArchiveError(str(e)) from None
+            self.publisher = Publisher(
+                str(self.config.catalog_path), self.post.broker, credentials=creds
+            )
+            self.publisher.start()
+            self.poster = ArchivePoster(self.config, self.post, self.cache, self.publisher.wake)
+            self.poster.start()
+            self.journal = ChangeJournal(self.cat, self.take_origin, self.poster.wake)
+        if self.serve_cfg is not None:
+            from backend.replication.archive_source import ArchiveSource
+            from backend.replication.credentials import Credentials, CredentialsError
+            from backend.replication.http_service import serve
+
+            auth = None
+            if self.serve_cfg.auth:
+                host, _, port = self.serve_cfg.listen.rpartition(":")
+                try:
+                    auth = Credentials.load(missing_ok=False).http_users(host, int(port))
+                except CredentialsError as e:
+                    raise ArchiveError(str(e)) from None
+            self.http_source = ArchiveSource(self.config)
+            self.http = serve(
+                self.http_source,
+                self.serve_cfg.listen,
+                auth=auth,
+                recall_wait=self.serve_cfg.recall_wait,
+                url_prefix=self.serve_cfg.url_prefix,
+            )
+            log.info("serving the archive on %s", self.http.url)
+
+    def _stop_replication(self) -> None:
+        for name in ("http",):
+            srv = getattr(self, name, None)
+            if srv is not None:
+                srv.shutdown()
+        poster = getattr(self, "poster", None)
+        if poster is not None:
+            poster.stop()
+        publisher = getattr(self, "publisher", None)
+        if publisher is not None:
+            publisher.stop()
 
     def _start_movers(self) -> None:
         assert self.library is not None
@@ -219,6 +284,7 @@ class ArchiveDaemon:
 
     def close(self, *, timeout: float = 120.0) -> None:
         """Stop the movers (each puts its tape home), close the library and the catalog."""
+        self._stop_replication()
         self.lm.stopping = True
         self.lm.wake()
         deadline = time.monotonic() + timeout
@@ -436,6 +502,15 @@ class ArchiveDaemon:
         if op == "undrain":
             self.lm.drain = False
             return {}
+        if op == "expect_origin":
+            path = str(req.get("path", ""))
+            if not path.startswith("/"):
+                raise ArchiveError("expect_origin: path must be an archive path starting with /")
+            origin = req.get("origin")
+            if not isinstance(origin, dict):
+                raise ArchiveError("expect_origin: origin must be an object")
+            self.origins[path] = (time.monotonic() + ORIGIN_TTL, origin)
+            return {}
         if op == "library":
             return await self.library_op(req)
         if op == "drive":
@@ -528,6 +603,17 @@ class ArchiveDaemon:
             ],
             "drain": self.lm.drain,
         }
+
+    def take_origin(self, path: str | None) -> dict[str, Any] | None:
+        """The upstream origin announced for the change of `path` now happening, if any."""
+        if not self.origins or path is None:
+            return None
+        now = time.monotonic()
+        for p, (deadline, _) in list(self.origins.items()):
+            if deadline < now:
+                del self.origins[p]
+        entry = self.origins.pop(path, None)
+        return entry[1] if entry else None
 
     def take_fault(self, name: str) -> bool:
         """True if an injected failure is armed for `name` (consumes one)."""

@@ -33,7 +33,7 @@ EXIT_USAGE = 2
 
 #: modules adding command groups: each has `register(add)`, where
 #: `add(name, function, help) -> argparse.ArgumentParser` adds one subcommand
-COMMAND_MODULES: list[str] = ["mountfs.cmd_library"]
+COMMAND_MODULES: list[str] = ["mountfs.cmd_library", "mountfs.cmd_serve"]
 
 # markup off: paths and messages may contain [brackets] that are not rich markup
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -87,6 +87,10 @@ def cmd_mount(a: argparse.Namespace) -> int:
     if a.allow_other:
         overrides.append("mount.allow_other=true")
     config = cfgmod.load(Path(a.archive), overrides)
+    from backend.replication.post_config import load_post, load_serve
+
+    load_post(config.raw)  # validated here, so a bad section is a usage error, not a crash
+    load_serve(config.raw)
     mnt = Path(a.mountpoint).absolute()
     if not mnt.is_dir():
         raise ArchiveError(f"mount point {mnt} is not a directory")
@@ -451,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
-        parent = plain if name in ("init", "mount", "umount") else common
+        parent = plain if name in ("init", "mount", "umount", "serve") else common
         sp = sub.add_parser(name, help=help, description=help, parents=[parent])
         sp.set_defaults(func=fn)
         return sp

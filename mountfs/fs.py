@@ -85,7 +85,7 @@ class ReelFS(pyfuse3.Operations):
         self.timeout = daemon.config.mount.cache_timeout
         self.lookups: Counter[int] = Counter()
         self.on_open = daemon.config.recall_on_open
-        self.changes = None  # replication hook, set by the mount when posting is configured
+        self.changes = daemon.journal  # the change journal when [post] is configured
 
     # -- helpers ---------------------------------------------------------------------------
 

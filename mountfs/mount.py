@@ -19,13 +19,14 @@ import trio
 
 from backend.config import Config
 from backend.daemon import ArchiveDaemon
+from backend.errors import ArchiveError
 from mountfs.fs import ReelFS
 
 log = logging.getLogger("reelfs.mount")
 
 
-class MountError(RuntimeError):
-    pass
+class MountError(ArchiveError):
+    """The daemon could not open or mount the archive; the message says why."""
 
 
 def setup_logging(config: Config, *, foreground: bool, debug: bool) -> None:

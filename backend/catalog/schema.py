@@ -215,19 +215,24 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 
 def _v2(db: sqlite_utils.Database) -> None:
-    """Replication: the durable outbox of v03 messages."""
-    db["outbox"].create(
+    """Replication: the change journal of the mount and the durable outbox of messages."""
+    from backend.replication.outbox import ensure_outbox
+
+    db["changes"].create(
         {
             "id": int,
-            "exchange": str,
-            "topic": str,
-            "body": str,
-            "created_ns": int,
+            "kind": str,  # closed | mkdir | rmdir | unlink | symlink | link | rename
+            "inode": int,
+            "path": str,  # archive path ("/raw/run1.dat") of the entry concerned
+            "old_path": str,  # rename: where it was
+            "target": str,  # symlink target, hard link target path
+            "origin": str,  # JSON: the upstream message a subscriber stored this from
+            "time_ns": int,
         },
         pk="id",
-        not_null={"exchange", "topic", "body", "created_ns"},
-        if_not_exists=True,
+        not_null={"kind", "time_ns"},
     )
+    ensure_outbox(db)
 
 
 def _v3(db: sqlite_utils.Database) -> None:
@@ -245,7 +250,13 @@ def _v3(db: sqlite_utils.Database) -> None:
     copies.add_column("error", str)  # why the copy went 'bad' (state active | deleted | bad)
 
 
-_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """A volume keeps the record size it was started with (a change of [library]
+    block_size applies to blank volumes), so appends and recalls use the tape's own."""
+    db["volumes"].add_column("block_size", int)
+
+
+_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(_STEPS)
 
 
