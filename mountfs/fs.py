@@ -8,6 +8,7 @@ would kill the mount (and leave ENOTCONN behind).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -15,7 +16,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -123,6 +124,16 @@ class ReelFS(pyfuse3.Operations):
             return
         if node.nlink == 0:
             self.staging.drop_inode(inode)
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[None]:
+        """A change of the namespace and its journal row commit together (nothing changes
+        without its announcement); the poster and movers are woken after the commit."""
+        with self.cat.tx():
+            yield
+        if self.changes is not None:
+            self.changes.wake()
+        self.daemon.lm.wake()
 
     def _notify(self, method: str, *args: Any) -> None:
         if self.changes is not None:
@@ -254,18 +265,20 @@ class ReelFS(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = self.ns.create(
-            parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777), ctx.uid, ctx.gid
-        )
-        self._notify("mkdir", node.id)
+        with self._change():
+            node = self.ns.create(
+                parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777), ctx.uid, ctx.gid
+            )
+            self._notify("mkdir", node.id)
         return self._looked_up(node)
 
     @fuse_op
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        path = self._path(parent_inode, name)
-        node = self.ns.rmdir(parent_inode, name)
-        self._maybe_drop(node.id)
-        self._notify("rmdir", path)
+        with self._change():
+            path = self._path(parent_inode, name)
+            node = self.ns.rmdir(parent_inode, name)
+            self._maybe_drop(node.id)
+            self._notify("rmdir", path)
 
     # -- creating and removing -------------------------------------------------------------
 
@@ -300,10 +313,11 @@ class ReelFS(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = self.ns.create(
-            parent_inode, name, stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, target=target
-        )
-        self._notify("symlink", node.id, target)
+        with self._change():
+            node = self.ns.create(
+                parent_inode, name, stat.S_IFLNK | 0o777, ctx.uid, ctx.gid, target=target
+            )
+            self._notify("symlink", node.id, target)
         return self._looked_up(node)
 
     @fuse_op
@@ -314,16 +328,18 @@ class ReelFS(pyfuse3.Operations):
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = self.ns.link(inode, new_parent_inode, new_name)
-        self._notify("link", inode, new_parent_inode, new_name)
+        with self._change():
+            node = self.ns.link(inode, new_parent_inode, new_name)
+            self._notify("link", inode, new_parent_inode, new_name)
         return self._looked_up(node)
 
     @fuse_op
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        path = self._path(parent_inode, name)
-        node = self.ns.unlink(parent_inode, name)
-        self._maybe_drop(node.id)
-        self._notify("unlink", path)
+        with self._change():
+            path = self._path(parent_inode, name)
+            node = self.ns.unlink(parent_inode, name)
+            self._maybe_drop(node.id)
+            self._notify("unlink", path)
 
     @fuse_op
     async def rename(
@@ -335,11 +351,12 @@ class ReelFS(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
-        old_path = self._path(parent_inode_old, name_old)
-        replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
-        if replaced is not None:
-            self._maybe_drop(replaced.id)
-        self._notify("rename", old_path, parent_inode_new, name_new, flags)
+        with self._change():
+            old_path = self._path(parent_inode_old, name_old)
+            replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+            if replaced is not None:
+                self._maybe_drop(replaced.id)
+            self._notify("rename", old_path, parent_inode_new, name_new, flags)
 
     def _path(self, parent: int, name: bytes) -> str | None:
         if self.changes is None:
@@ -434,8 +451,9 @@ class ReelFS(pyfuse3.Operations):
         if end is not None:
             if end.sums is None:
                 await trio.to_thread.run_sync(self.staging.compute_sums, end)
-            self.staging.finish(end)
-            self._notify("closed", end.oi.inode)
+            with self._change():
+                self.staging.finish(end)
+                self._notify("closed", end.oi.inode)
         if h is not None and not self.staging.is_open(h.oi.inode):
             self._maybe_drop(h.oi.inode)
 
@@ -443,11 +461,11 @@ class ReelFS(pyfuse3.Operations):
     async def fsync(self, fh: int, datasync: bool) -> None:
         fd = self.staging.fsync(fh)
         await trio.to_thread.run_sync(os.fsync, fd)
-        await trio.to_thread.run_sync(self.cat.sync)
+        await self.daemon.in_worker(lambda cat: cat.sync())
 
     @fuse_op
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        await trio.to_thread.run_sync(self.cat.sync)
+        await self.daemon.in_worker(lambda cat: cat.sync())
 
     # -- file system -----------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -68,18 +67,20 @@ class Catalog:
     def sync(self) -> None:
         """Make every committed transaction durable (synchronous=NORMAL defers it).
 
-        In WAL mode a commit is in the -wal file; fsync of that file is what
-        synchronous=FULL would have done at commit time.
+        One tiny transaction committed with synchronous=FULL fsyncs the WAL, and with it
+        every frame committed before, by any connection. Never open and close the
+        database files beside SQLite: closing any descriptor of a file drops the whole
+        process's POSIX locks on it, and another process would then delete the WAL
+        from under us.
         """
-        for suffix in ("-wal", ""):
-            try:
-                fd = os.open(str(self.path) + suffix, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with self.tx():
+                self.conn.execute(
+                    "UPDATE meta SET value = value WHERE key = 'schema_version'"
+                )
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:
         self.conn.close()

@@ -271,3 +271,20 @@ def test_copy_tree_with_shutil_preserves_content(mounted: Mount, tmp_path: Path)
     shutil.copytree(src, mounted.mnt / "tree")
     for p in src.rglob("*.bin"):
         assert (mounted.mnt / "tree" / p.relative_to(src)).read_bytes() == p.read_bytes()
+
+
+def test_fsync_leaves_the_catalog_shared_with_other_processes(mounted: Mount) -> None:
+    # regression: syncing the catalog by opening its files beside SQLite dropped the
+    # daemon's POSIX locks, and the next process to close the catalog deleted its WAL
+    with open(mounted.mnt / "synced", "wb") as fh:
+        fh.write(b"x")
+        fh.flush()
+        os.fsync(fh.fileno())
+    mounted.json("status")  # another process opens and closes the catalog
+    for i in range(3):
+        (mounted.mnt / f"after{i}").write_bytes(b"y")
+    fds = os.listdir(f"/proc/{mounted.pid}/fd")
+    targets = [os.readlink(f"/proc/{mounted.pid}/fd/{fd}") for fd in fds]
+    assert not [t for t in targets if "catalog.db" in t and "(deleted)" in t]
+    queued = {r["path"] for r in mounted.json("queue")}
+    assert {"/synced", "/after0", "/after1", "/after2"} <= queued
