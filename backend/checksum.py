@@ -7,10 +7,10 @@ as it writes to tape and every recall verifies them before the data is served.
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass
 
 import crc32c as _crc32c
+from zlib_ng import zlib_ng  # the same adler32 as zlib's, 15x faster (SIMD)
 
 CHUNK = 1024 * 1024
 
@@ -35,7 +35,7 @@ class Checksummer:
         self.length = 0
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        self.adler = zlib.adler32(data, self.adler)
+        self.adler = zlib_ng.adler32(data, self.adler)
         self.crc = _crc32c.crc32c(data, self.crc)
         self.length += len(data)
 

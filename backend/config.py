@@ -117,6 +117,7 @@ class MountConfig:
     allow_other: bool
     cache_timeout: float
     max_file_size: int | None
+    readahead: int = 1024 * 1024
 
 
 @dataclass
@@ -177,7 +178,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "aggregation": {"threshold": "256MiB", "size": "4GiB"},  # age: mover.flush_delay
     "recall": {"on_open": "block"},
-    "mount": {"allow_other": False, "cache_timeout": "300s"},
+    "mount": {"allow_other": False, "cache_timeout": "300s", "readahead": "1MiB"},
     "families": {},
 }
 
@@ -198,7 +199,7 @@ _KNOWN = {
     "mover": set(DEFAULTS["mover"]),
     "aggregation": {"threshold", "size", "age"},
     "recall": {"on_open"},
-    "mount": {"allow_other", "cache_timeout", "max_file_size"},
+    "mount": {"allow_other", "cache_timeout", "max_file_size", "readahead"},
     "families": None,  # free-form: one table per family
     "post": None,  # replication, validated by backend.replication
     "serve": None,
@@ -367,6 +368,7 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
             if max_file_size is None
             else parse_size(max_file_size, where("mount", "max_file_size"))
         ),
+        readahead=parse_size(mo["readahead"], where("mount", "readahead")),
     )
 
     families: dict[str, int] = {}

@@ -109,14 +109,36 @@ class Staging:
 
     def new_file(self, node: Inode) -> Bitfile:
         """Give a just-created regular file its first (empty, dirty) version."""
+        bf, fd = self._new_file(node)
+        os.close(fd)
+        return bf
+
+    def _new_file(self, node: Inode) -> tuple[Bitfile, int]:
         family, group = self.family_of(node.id)
         with self.cat.tx():
             bf = self.files.create(node.id, family=family, storage_group=group)
+            # not due before [mover] flush_delay: no need to wake the library manager
             self.queue.enqueue_write(bf.id, family)
-        fd = self.cache.create(bf.bfid)
-        os.close(fd)
-        self.on_queued()
-        return bf
+        return bf, self.cache.create(bf.bfid)
+
+    def create(self, node: Inode, flags: int) -> Handle:
+        """create(2): a new file's first version, opened (one cache file open, no more)."""
+        bf, fd = self._new_file(node)
+        oi = OpenInode(
+            inode=node.id,
+            bitfile=bf.id,
+            bfid=bf.bfid,
+            fd=fd,
+            size=0,
+            mtime_ns=node.mtime_ns,
+            ctime_ns=node.ctime_ns,
+        )
+        self.open_inodes[node.id] = oi
+        h = Handle(self._next_fh, oi, flags, (flags & os.O_ACCMODE) != os.O_RDONLY)
+        self._next_fh += 1
+        oi.handles += 1
+        self.handles[h.fh] = h
+        return h
 
     def open(self, node: Inode, flags: int) -> Handle:
         """Open a regular file. Raises NeedsRecall when its data must come from tape first."""

@@ -48,6 +48,22 @@ class Xattrs:
         self.ns = Namespace(cat)
         self.files = FileClerk(cat, archive_id)
         self.archive_path = archive_path.encode()
+        # inodes with a stored attribute outside user.*: rare, so known in memory
+        self._special = {
+            r[0]
+            for r in cat.all(
+                "SELECT DISTINCT inode FROM xattrs "
+                "WHERE substr(name, 1, 5) != CAST('user.' AS BLOB)"
+            )
+        }
+
+    def may_have(self, inode: int, name: bytes) -> bool:
+        """False when `name` certainly has no value on `inode` (no catalog lookup needed)."""
+        if name.startswith(b"user."):
+            return True
+        if name.startswith(b"system."):
+            return False  # no ACLs: setxattr refuses them
+        return inode in self._special
 
     def get(self, node: Inode, name: bytes) -> bytes:
         if name.startswith(PREFIX) and name not in POLICY:
@@ -116,6 +132,8 @@ class Xattrs:
         if name in POLICY:
             value = self._check_policy(node, name, value)
         self.ns.set_xattr(node.id, name, value, create=False, replace=False)
+        if not name.startswith(b"user."):
+            self._special.add(node.id)
         if name == WIDTH:
             self._set_width(node, int(value))
 

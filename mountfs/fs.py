@@ -34,7 +34,7 @@ log = logging.getLogger("reelfs.fs")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 READDIR_BATCH = 1024
-BLKSIZE = 128 * 1024
+BLKSIZE = 1024 * 1024  # tools like cp size their I/O by it: fewer, larger requests
 
 
 def fuse_op(fn: F) -> F:
@@ -126,14 +126,16 @@ class ReelFS(pyfuse3.Operations):
             self.staging.drop_inode(inode)
 
     @contextlib.contextmanager
-    def _change(self) -> Iterator[None]:
+    def _change(self, *, queued: bool = False) -> Iterator[None]:
         """A change of the namespace and its journal row commit together (nothing changes
-        without its announcement); the poster and movers are woken after the commit."""
+        without its announcement); the poster (and with `queued`, the movers) are woken
+        after the commit."""
         with self.cat.tx():
             yield
         if self.changes is not None:
             self.changes.wake()
-        self.daemon.lm.wake()
+        if queued:
+            self.daemon.lm.wake()
 
     def _notify(self, method: str, *args: Any) -> None:
         if self.changes is not None:
@@ -159,13 +161,14 @@ class ReelFS(pyfuse3.Operations):
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         try:
-            for inode, n in inode_list:
-                left = self.lookups.get(inode, 0) - n
-                if left > 0:
-                    self.lookups[inode] = left
-                else:
-                    self.lookups.pop(inode, None)
-                    self._maybe_drop(inode)
+            with self.cat.tx():  # one commit for the whole batch (rm -r forgets thousands)
+                for inode, n in inode_list:
+                    left = self.lookups.get(inode, 0) - n
+                    if left > 0:
+                        self.lookups[inode] = left
+                    else:
+                        self.lookups.pop(inode, None)
+                        self._maybe_drop(inode)
         except Exception:
             log.exception("forget failed")  # must never raise
 
@@ -301,13 +304,12 @@ class ReelFS(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        node = self.ns.create(
-            parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777), ctx.uid, ctx.gid
-        )
-        self.staging.new_file(node)
-        node = self.ns.get(node.id)
-        h = self.staging.open(node, flags)
-        return self._file_info(h), self._looked_up(node)
+        with self.cat.tx():  # one commit per create
+            node = self.ns.create(
+                parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777), ctx.uid, ctx.gid
+            )
+            h = self.staging.create(node, flags)
+        return self._file_info(h), self._looked_up(self.ns.get(node.id))
 
     @fuse_op
     async def symlink(
@@ -451,7 +453,7 @@ class ReelFS(pyfuse3.Operations):
         if end is not None:
             if end.sums is None:
                 await trio.to_thread.run_sync(self.staging.compute_sums, end)
-            with self._change():
+            with self._change(queued=True):
                 self.staging.finish(end)
                 self._notify("closed", end.oi.inode)
         if h is not None and not self.staging.is_open(h.oi.inode):
@@ -500,6 +502,10 @@ class ReelFS(pyfuse3.Operations):
 
     @fuse_op
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not self.xattrs.may_have(inode, name):
+            # the kernel asks for security.capability before every write and ls -l for
+            # ACLs: answered without touching the catalog
+            raise pyfuse3.FUSEError(errno.ENODATA)
         return self.xattrs.get(self.ns.get(inode), name)
 
     @fuse_op

@@ -97,10 +97,29 @@ def serve(
         log.info("archive daemon for %s exits", config.archive)
 
 
+def set_readahead(mountpoint: str, nbytes: int) -> None:
+    """The kernel reads ahead 128 KiB on a FUSE mount unless told otherwise: larger
+    requests make sequential reads through Python much cheaper."""
+    st = os.stat(mountpoint)  # answered by our own loop, which is running by now
+    knob = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
+    try:
+        with open(knob, "w") as f:
+            f.write(str(max(4, nbytes // 1024)))
+    except OSError as e:  # not root, or no sysfs: the default stays
+        log.info("readahead left at the kernel's default (%s: %s)", knob, e.strerror)
+
+
 async def _main(daemon: ArchiveDaemon, ready: int | None) -> None:
     async with trio.open_nursery() as nursery:
         await daemon.run_services(nursery)
         nursery.start_soon(_signals, nursery.cancel_scope)
+        if daemon.mountpoint and daemon.config.mount.readahead:
+            nursery.start_soon(
+                trio.to_thread.run_sync,
+                set_readahead,
+                daemon.mountpoint,
+                daemon.config.mount.readahead,
+            )
         _tell(ready, "OK")
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
