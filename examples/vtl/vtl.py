@@ -292,11 +292,19 @@ def _configure(
 
 
 def operator_insert(
-    directory: Path, barcode: str, address: int, size_mb: int | None = None
+    directory: Path,
+    barcode: str,
+    address: int,
+    size_mb: int | None = None,
+    *,
+    fresh: bool = True,
 ) -> None:
-    """The operator puts a new cartridge into a mail slot (a fresh image with that barcode)."""
+    """The operator puts a cartridge into a mail slot: a new one (a fresh image with that
+    barcode), or with `fresh=False` one that was taken out before (its image kept)."""
     state = _require(directory)
-    make_tape(Path(state.directory) / "tapes", barcode, size_mb or state.tape_size_mb)
+    image = Path(state.directory) / "tapes" / barcode
+    if fresh or not image.exists():
+        make_tape(Path(state.directory) / "tapes", barcode, size_mb or state.tape_size_mb)
     _tgtadm(
         state.control_port, "--mode", "logicalunit", "--op", "update", "--tid", "1",
         "--lun", str(state.changer_lun),

@@ -55,6 +55,7 @@ def make_archive(tmp_path: Path, library_kind: str) -> Iterator[Callable[..., Pa
             kw["vtl"] = v
         return init_archive(path, **kw)
 
+    make.vtls = vtls  # type: ignore[attr-defined] - tests playing the operator use them
     try:
         yield make
     finally:
