@@ -11,7 +11,7 @@ from typing import Any
 from backend import config as cfgmod
 from backend.catalog.db import open_catalog
 from backend.errors import ArchiveError
-from backend.recovery import reconcile_library
+from backend.recovery import mark_clean_stop, reconcile_library
 
 
 @dataclass
@@ -91,6 +91,7 @@ def init_archive(path: Path, opts: InitOptions) -> cfgmod.Config:
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('archive_id', ?)",
                 (config.archive_id,),
             )
+            mark_clean_stop(cat)  # nothing to recover in a new archive
             if opts.library == "emulated":
                 from drivers.emulated import create_library, open_library
 

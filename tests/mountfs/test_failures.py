@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -192,58 +191,6 @@ def test_unexpected_exception_in_a_handler_is_eio_and_the_mount_lives(mounted: M
     assert (mounted.mnt / "f").read_bytes() == b"data"
     log = (mounted.archive / "log" / "reelfsd.log").read_text()
     assert "unexpected error in read" in log and "injected fault" in log
-
-
-def test_kill_9_during_writes_and_flushes(tmp_path: Path) -> None:
-    archive = init_archive(tmp_path / "a", drives=2, volumes=4, options={"mover.flush_delay": "0s"})
-    m = mount(archive, tmp_path / "mnt")
-    closed: list[int] = []
-    stop = threading.Event()
-
-    def writer() -> None:
-        for i in range(400):
-            if stop.is_set():
-                return
-            try:
-                with open(m.mnt / f"f{i:03d}.dat", "wb") as fh:
-                    fh.write(file_of(200_000, i))
-            except OSError:
-                return
-            closed.append(i)
-
-    t = threading.Thread(target=writer)
-    t.start()
-    wait_for(
-        lambda: len(closed) >= 20 and m.events("mount"),
-        timeout=60,
-        what="writes and a tape mount under way",
-    )
-    m.kill()
-    stop.set()
-    t.join(30)
-    survivors = list(closed)
-    m = mount(archive, tmp_path / "mnt")
-    try:
-        cleaner = m.events("cleaner_session")
-        recovered = m.events("recovery")
-        assert recovered
-        m.flush(m.mnt, timeout=300)
-        for i in survivors:
-            p = m.mnt / f"f{i:03d}.dat"
-            assert p.read_bytes() == file_of(200_000, i), p
-            assert m.state(p) == "archived"
-        check = reelfs("check", "--archive", str(archive), check=False)
-        assert check.returncode == 0, check.stderr.decode()
-        # if a tape was left in a drive, the cleaner session put it home first
-        if cleaner:
-            assert all("found" in e["message"] for e in cleaner)
-    finally:
-        m.stop()
-    lib = open_library(archive / "library")
-    try:
-        assert not [e for e in lib.changer.inventory().of_type(ElementType.DRIVE) if e.full]
-    finally:
-        lib.close()
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
