@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import stat
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,13 +30,24 @@ from backend.catalog import open_catalog  # noqa: E402
 
 
 def reelfs(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "mountfs.cli", *args], check=True, cwd=REPO,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "mountfs.cli", *args], check=True, cwd=REPO, capture_output=True
+    )
 
 
 def make_archive(path: Path) -> None:
-    reelfs("init", str(path), "--volumes", "4", "--volume-size", "64MiB", "--cache-size",
-           "8GiB", "-o", 'mover.flush_delay="1h"')
+    reelfs(
+        "init",
+        str(path),
+        "--volumes",
+        "4",
+        "--volume-size",
+        "64MiB",
+        "--cache-size",
+        "8GiB",
+        "-o",
+        'mover.flush_delay="1h"',
+    )
 
 
 def fill_queue(path: Path, n: int) -> None:
@@ -60,8 +71,10 @@ def fill_queue(path: Path, n: int) -> None:
                 "ctime_ns, bitfile) VALUES (?,?,0,0,0,1,?,?,?,?)",
                 (ino, stat.S_IFREG | 0o644, now, now, now, bid),
             )
-            cat.execute("INSERT INTO entries(parent, name, inode) VALUES (2, ?, ?)",
-                        (f"f{i:06d}".encode(), ino))
+            cat.execute(
+                "INSERT INTO entries(parent, name, inode) VALUES (2, ?, ?)",
+                (f"f{i:06d}".encode(), ino),
+            )
             cat.execute(
                 "INSERT INTO bitfiles(id, bfid, inode, version, size, adler32, crc32c, state, "
                 "family, created_ns, modified_ns, accessed_ns) "

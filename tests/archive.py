@@ -152,8 +152,13 @@ class Mount:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
 
 
-def mount(archive: Path, mnt: Path, *options: str, extra: Sequence[str] = (),
-          env: dict[str, str] | None = None) -> Mount:
+def mount(
+    archive: Path,
+    mnt: Path,
+    *options: str,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Mount:
     mnt.mkdir(parents=True, exist_ok=True)
     args = ["mount", str(archive), str(mnt), *extra]
     for o in options:

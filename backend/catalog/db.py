@@ -76,9 +76,7 @@ class Catalog:
         self.conn.execute("PRAGMA synchronous = FULL")
         try:
             with self.tx():
-                self.conn.execute(
-                    "UPDATE meta SET value = value WHERE key = 'schema_version'"
-                )
+                self.conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
         finally:
             self.conn.execute("PRAGMA synchronous = NORMAL")
 

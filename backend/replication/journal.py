@@ -38,7 +38,8 @@ def join(parent_path: str | None, name: bytes) -> str | None:
 
 
 class ChangeJournal:
-    """The `changes` hook of `mountfs.fs.ReelFS`."""
+    """The `changes` hook of `mountfs.fs.ReelFS`: it records inside the caller's
+    transaction (the change itself), and the caller calls `wake()` after the commit."""
 
     def __init__(
         self,

@@ -1,0 +1,64 @@
+"""`reelfs subscribe` and `reelfs watch`: the replication commands that run in the foreground.
+
+`reelfs subscribe --config FILE [--once] [--timeout S]` replicates what a broker announces
+into a mounted archive (`backend.replication.subscribe`); `reelfs watch DIR --config FILE`
+announces the changes of an ordinary directory (`backend.replication.watch`). Both take a
+TOML file with sr3 option names (reelfs-subscribe(5)) and exit 0, 1 (failed, or work left
+at the timeout) or 2 (bad configuration or credentials), with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def cmd_subscribe(a: argparse.Namespace) -> int:
+    from backend.replication.subscribe import subscribe_main
+
+    argv = ["--config", a.config]
+    if a.state_db:
+        argv += ["--state-db", a.state_db]
+    if a.once:
+        argv.append("--once")
+    if a.timeout is not None:
+        argv += ["--timeout", str(a.timeout)]
+    argv += ["-v"] * a.verbose
+    return subscribe_main(argv)
+
+
+def cmd_watch(a: argparse.Namespace) -> int:
+    from backend.replication.watch import watch_main
+
+    argv = [a.directory, "--config", a.config, "--timeout", str(a.timeout)]
+    if a.state_db:
+        argv += ["--state-db", a.state_db]
+    if a.once:
+        argv.append("--once")
+    argv += ["-v"] * a.verbose
+    return watch_main(argv)
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add(
+        "subscribe",
+        cmd_subscribe,
+        "replicate what a broker announces into a mounted archive (one hop; foreground)",
+    )
+    sp.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
+    sp.add_argument("--state-db", metavar="PATH", help="state DB (default: beside the config)")
+    sp.add_argument("--once", action="store_true", help="process what is queued and due, then exit")
+    sp.add_argument("--timeout", type=float, default=None, metavar="S", help="stop after S seconds")
+    sp.add_argument("--verbose", "-v", action="count", default=0)
+
+    sp = add("watch", cmd_watch, "announce the changes of an ordinary directory (foreground)")
+    sp.add_argument("directory", metavar="DIR", help="directory to watch (not an archive)")
+    sp.add_argument("--config", "-c", required=True, metavar="FILE", help="TOML configuration")
+    sp.add_argument("--state-db", metavar="PATH", help="state DB (default: beside the config)")
+    sp.add_argument(
+        "--once",
+        action="store_true",
+        help="post what differs from the last run, wait until published, and exit",
+    )
+    sp.add_argument("--timeout", type=float, default=300.0, metavar="S", help="limit for --once")
+    sp.add_argument("--verbose", "-v", action="count", default=0)
