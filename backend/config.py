@@ -110,6 +110,7 @@ class AggregationConfig:
     threshold: int  # files smaller than this are aggregated (0: every file its own tape file)
     size: int  # a family's small files are due once they add up to this; caps a tape file
     age: float  # ...or once the oldest of them waited this long
+    files: int = 10_000  # the most files in one tape file of small files
 
 
 @dataclass
@@ -176,7 +177,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_bytes": "16GiB",
         "retries": 3,
     },
-    "aggregation": {"threshold": "256MiB", "size": "4GiB"},  # age: mover.flush_delay
+    "aggregation": {"threshold": "256MiB", "size": "4GiB", "files": 10_000},  # age: flush_delay
     "recall": {"on_open": "block"},
     "mount": {"allow_other": False, "cache_timeout": "300s", "readahead": "1MiB"},
     "families": {},
@@ -197,7 +198,7 @@ _KNOWN = {
         "cleaning_uses",
     },
     "mover": set(DEFAULTS["mover"]),
-    "aggregation": {"threshold", "size", "age"},
+    "aggregation": {"threshold", "size", "age", "files"},
     "recall": {"on_open"},
     "mount": {"allow_other", "cache_timeout", "max_file_size", "readahead"},
     "families": None,  # free-form: one table per family
@@ -345,6 +346,7 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
             if "age" in ac
             else mover.flush_delay
         ),
+        files=_positive_int(ac["files"], where("aggregation", "files")),
     )
     if aggregation.threshold and aggregation.size < aggregation.threshold:
         raise ConfigError(

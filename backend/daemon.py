@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from backend import admin, cleaning, library_ops
+from backend import admin, cleaning, library_ops, tapejobs
 from backend.cache import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
@@ -35,7 +35,13 @@ from backend.eviction import evict, to_watermark
 from backend.library_manager import LibraryManager
 from backend.mover import Mover, MoverHooks
 from backend.recall import queue_recall
-from backend.recovery import RecoveryReport, reconcile_library, recover
+from backend.recovery import (
+    RecoveryReport,
+    mark_clean_stop,
+    reconcile_library,
+    recover,
+    was_clean_stop,
+)
 from backend.staging import Staging
 from drivers import open_library
 from drivers.tape import ElementType, Library
@@ -123,7 +129,9 @@ class ArchiveDaemon:
                 cfg.cache.high_watermark,
                 cfg.cache.low_watermark,
             )
-            self.recovery = recover(self.cat, self.cache, cfg.archive_id)
+            self.recovery = recover(
+                self.cat, self.cache, cfg.archive_id, clean=was_clean_stop(self.cat)
+            )
             with self.cat.tx():
                 self.cat.execute("UPDATE drives SET session='idle', volume=NULL WHERE state='up'")
                 for fam, width in cfg.families.items():
@@ -227,7 +235,9 @@ class ArchiveDaemon:
     def _start_mover(self, name: str, address: int, drive) -> Mover:
         assert self.library is not None
         hooks = MoverHooks(
-            recall_done=self._recall_done_from_thread, archived=self._archived_from_thread
+            recall_done=self._recall_done_from_thread,
+            archived=self._archived_from_thread,
+            archived_many=self._archived_many_from_thread,
         )
         m = Mover(
             name=name,
@@ -310,6 +320,12 @@ class ArchiveDaemon:
             if c is not None:
                 try:
                     if attr == "cat":
+                        if (
+                            self.recovery is not None
+                            and all(not m.is_alive() for m in self.movers)
+                            and c.one("SELECT 1 FROM bitfiles WHERE writers > 0") is None
+                        ):
+                            mark_clean_stop(c)  # nothing in flux: the next start can trust it
                         events.record(
                             c, "daemon_stop", "archive daemon stopped", subject=self.config.name
                         )
@@ -339,6 +355,11 @@ class ArchiveDaemon:
 
     def _archived_from_thread(self, bitfile: int) -> None:
         self._to_trio(self._archived, bitfile)
+
+    def _archived_many_from_thread(self, bitfiles: list[int]) -> None:
+        # one round trip into the event loop per tape file, not per file in it
+        if bitfiles:
+            self._to_trio(self._archived, bitfiles[-1])
 
     def _recall_done(self, bitfile: int, error: str | None) -> None:
         w = self.recall_waits.pop(bitfile, None)
@@ -509,6 +530,8 @@ class ArchiveDaemon:
             origin = req.get("origin")
             if not isinstance(origin, dict):
                 raise ArchiveError("expect_origin: origin must be an object")
+            if self.journal is None:
+                return {"ignored": "this archive does not post ([post] is not configured)"}
             self.origins[path] = (time.monotonic() + ORIGIN_TTL, origin)
             return {}
         if op == "library":
@@ -522,6 +545,8 @@ class ArchiveDaemon:
             self.faults[name] = int(req.get("count", 1))
             log.warning("fault injection armed: %s x%d", name, self.faults[name])
             return {}
+        if op in tapejobs.OPS:
+            return await tapejobs.control(self, op, req)
         raise ArchiveError(f"unknown control operation {op!r}")
 
     async def library_op(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -4,14 +4,25 @@ Movers ask for work when they are free (`next_work`), under one lock so that two
 never claim the same requests or the same volume. The policy, in order:
 
 1. recalls for the volume this mover has mounted (ordered by tape position);
-2. recalls for a volume no other mover holds, the oldest waiting first;
-3. writes, batched per file family, for families that are due (an urgent request,
-   the oldest older than `flush_delay`, or a full batch), at most `width` volumes of a
-   family being written at once; the mounted volume is preferred, then the family's
-   fullest volume with room, then the oldest blank volume of the common pool.
+2. operator jobs (`TapeJob`: `reelfs tape read`, `reelfs import-volume` while the archive
+   is mounted) for the mounted volume or one no other mover holds;
+3. recalls for a volume no other mover holds, the oldest waiting first;
+4. writes, batched per file family, for families that are due (an urgent request, a
+   full batch of large files, the oldest large file older than `flush_delay`, or the
+   family's small files making a full aggregate or the oldest older than `[aggregation]
+   age`: see backend.aggregation), at most `width` volumes of a family being written at
+   once; a batch is one aggregate of small files, or large files;
+   the mounted volume is preferred, then the family's fullest volume with room, then the
+   oldest blank volume of the common pool. A file goes only to a volume with room for
+   it (its size plus two records for headers, padding and labels).
 
 Recalls come first because a user is waiting on them. Every refusal that needs a human
-(no volume left for a family, a volume missing from the library) is an event.
+(no volume left for a family, a volume missing from the library) is an event. Recalls
+for a volume that cannot be mounted go to another readable copy when there is one.
+
+The library manager also remembers, per recall request, the tape copies that failed for
+it (`note_failed_copy`), so that a recall with several copies tries each once instead of
+bouncing between two bad ones.
 """
 
 from __future__ import annotations
@@ -19,11 +30,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from backend.aggregation import is_small
 from backend.catalog import events
 from backend.catalog.db import Catalog
-from backend.catalog.queue import QUEUED, RECALL, WRITE, RequestQueue
+from backend.catalog.queue import QUEUED, RECALL, RUNNING, WRITE
 from backend.catalog.volumes import (
     EXPORTED,
     MISSING,
@@ -38,6 +52,9 @@ log = logging.getLogger("reelfs.lm")
 
 #: how often the same "no volume" complaint may be repeated as an event
 COMPLAINT_INTERVAL = 300.0
+JOB = "job"
+#: an aggregated member's pax and ustar headers (with a long path) and padding, at most
+MEMBER_OVERHEAD = 8192
 
 
 @dataclass
@@ -54,11 +71,32 @@ class Request:
 
 
 @dataclass
+class TapeJob:
+    """Operator work that needs one volume in a drive, run by a free mover in its thread.
+
+    `action(mover)` runs with `volume` mounted (`check_label`: with the label check of a
+    normal mount); its return value lands in `result`, the text of an exception in
+    `error`, and `done` is set either way. A job still waiting when `cancelled` is set
+    is dropped.
+    """
+
+    volume: str
+    action: Callable[[Any], Any]
+    what: str
+    check_label: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: str | None = None
+    cancelled: bool = False
+
+
+@dataclass
 class Work:
-    kind: str  # write | recall
+    kind: str  # write | recall | job
     volume: str
     requests: list[Request]
     family: str | None = None
+    job: TapeJob | None = None
 
 
 @dataclass
@@ -80,9 +118,38 @@ class LibraryManager:
     drain: bool = False  # flush everything now (umount)
 
     def __post_init__(self) -> None:
+        # `cond` guards the movers' slots, the wake-up generation and the job list, and is
+        # only ever held for a moment: threads inside a catalog transaction call wake()
+        # (the FUSE front end does). Choosing and claiming work writes the catalog, so it
+        # has its own lock, or a mover waiting for SQLite's write lock would hold `cond`
+        # against a thread that holds that write lock and waits for `cond`.
         self.cond = threading.Condition()
+        self._scheduling = threading.Lock()
         self._complained: dict[str, float] = {}
         self.generation = 0  # bumped on every wake-up, so waiters can tell
+        self.jobs: list[TapeJob] = []
+        self._failed_copies: dict[int, set[int]] = {}  # recall request -> tape copy ids
+
+    # -- operator jobs and failed copies ---------------------------------------------------
+
+    def submit(self, job: TapeJob) -> None:
+        """Queue an operator job; a mover takes it as soon as the volume is free."""
+        with self.cond:
+            self.jobs.append(job)
+            self.generation += 1
+            self.cond.notify_all()
+
+    def note_failed_copy(self, request: int, copy: int) -> None:
+        with self.cond:
+            self._failed_copies.setdefault(request, set()).add(copy)
+
+    def failed_copies(self, request: int) -> frozenset[int]:
+        with self.cond:
+            return frozenset(self._failed_copies.get(request, ()))
+
+    def forget_request(self, request: int) -> None:
+        with self.cond:
+            self._failed_copies.pop(request, None)
 
     # -- signalling ------------------------------------------------------------------------
 
@@ -125,20 +192,45 @@ class LibraryManager:
     # -- scheduling ------------------------------------------------------------------------
 
     def next_work(self, name: str, cat: Catalog) -> Work | None:
-        with self.cond:
+        with self._scheduling:
             if self.stopping:
                 return None
             slot = self.movers[name]
             work = self._choose(slot, cat)
             if work is not None:
-                slot.busy = True
-                slot.volume = work.volume
-                slot.writing = work.family if work.kind == WRITE else None
-                RequestQueue(cat).claim([r.id for r in work.requests], name)
+                with self.cond:
+                    slot.busy = True
+                    slot.volume = work.volume
+                    slot.writing = work.family if work.kind == WRITE else None
+                # RequestQueue.claim, in one statement: a batch may be thousands of files
+                started = time.time_ns()
+                with cat.tx():
+                    cat.conn.executemany(
+                        "UPDATE requests SET state=?, drive=?, started_ns=?, tries=tries+1 "
+                        "WHERE id=?",
+                        [(RUNNING, name, started, r.id) for r in work.requests],
+                    )
             return work
 
+    def _take_job(self, slot: MoverSlot, in_use: set[str]) -> TapeJob | None:
+        """The first job for the mounted volume or a volume nobody holds."""
+        with self.cond:
+            for j in list(self.jobs):
+                if j.cancelled:
+                    self.jobs.remove(j)
+                elif j.volume == slot.volume or j.volume not in in_use:
+                    self.jobs.remove(j)
+                    return j
+        return None
+
+    def _slots(self) -> list[MoverSlot]:
+        """The movers' slots, as they are now (others change them meanwhile)."""
+        with self.cond:
+            return list(self.movers.values())
+
     def _in_use(self, slot: MoverSlot) -> set[str]:
-        return {m.volume for m in self.movers.values() if m is not slot and m.volume}
+        with self.cond:
+            return {m.volume for m in self.movers.values() if m is not slot and m.volume}
 
     def _choose(self, slot: MoverSlot, cat: Catalog) -> Work | None:
         now = time.time_ns()
@@ -147,6 +239,9 @@ class LibraryManager:
             reqs = self._recalls_for(cat, slot.volume, now)
             if reqs:
                 return Work(RECALL, slot.volume, reqs)
+        job = self._take_job(slot, in_use)
+        if job is not None:
+            return Work(JOB, job.volume, [], job=job)
         for (volume,) in cat.all(
             "SELECT volume FROM requests WHERE kind=? AND state=? AND not_before_ns<=? "
             "GROUP BY volume ORDER BY MAX(urgent) DESC, MIN(created_ns)",
@@ -182,49 +277,103 @@ class LibraryManager:
         return False
 
     def _bounce_recalls(self, cat: Catalog, label: str, why: str) -> None:
-        """Requests for a volume that cannot be mounted fail now with a clear error."""
+        """Requests for a volume that cannot be mounted go to another readable copy, or
+        fail now with a clear error."""
+        failed: list[int] = []
+        moved = 0
         with cat.tx():
             rows = cat.all(
                 "SELECT id, bitfile FROM requests WHERE kind=? AND volume=?", (RECALL, label)
             )
             for rid, bitfile in rows:
+                other = cat.one(
+                    "SELECT c.volume, c.fileno, c.block + c.record FROM tape_copies c "
+                    "JOIN volumes v ON v.label = c.volume WHERE c.bitfile=? AND "
+                    f"c.state='active' AND c.volume != ? AND v.state IN ({_READABLE_SQL}) "
+                    "ORDER BY c.copy, c.id LIMIT 1",
+                    (bitfile, label),
+                )
+                if other is not None:
+                    cat.execute(
+                        "UPDATE requests SET volume=?, fileno=?, block=?, error=? WHERE id=?",
+                        (*other, why, rid),
+                    )
+                    moved += 1
+                    continue
                 cat.execute(
                     "UPDATE bitfiles SET error=? WHERE id=?", (f"recall failed: {why}", bitfile)
                 )
                 cat.execute("DELETE FROM requests WHERE id=?", (rid,))
-            if rows:
+                failed.append(bitfile)
+            if failed:
                 events.record(
                     cat,
                     "recall_bounced",
-                    f"{len(rows)} recall(s) refused: {why}",
+                    f"{len(failed)} recall(s) refused: {why}",
                     subject=label,
                     level="error",
                 )
-        if rows:
-            self.on_recall_failed([b for _, b in rows], f"recall failed: {why}")
+            if moved:
+                events.record(
+                    cat,
+                    "recall_redirected",
+                    f"{moved} recall(s) sent to another copy: {why}",
+                    subject=label,
+                    level="warning",
+                )
+        if failed:
+            self.on_recall_failed(failed, f"recall failed: {why}")
 
     def on_recall_failed(self, bitfiles: list[int], why: str) -> None:
         """Hook for the daemon: wake those waiting on these recalls."""
 
-    def _due_families(self, cat: Catalog, now: int) -> list[tuple[str, int]]:
+    def _due_families(self, cat: Catalog, now: int) -> list[tuple[str, str]]:
+        """(family, which of its files to write now: 'small' or 'large'), most urgent
+        first. A batch is either one aggregate of small files or large files only: small
+        files first when both are due."""
         delay_ns = int(self.config.mover.flush_delay * 1e9)
+        agg = self.config.aggregation
+        age_ns = int(agg.age * 1e9)
+        # a threshold of 0 (no aggregation) makes every file large
+        threshold = agg.threshold if agg.threshold > 0 else -1
         rows = cat.all(
-            "SELECT r.family, MIN(r.created_ns), MAX(r.urgent), COUNT(*) "
+            "SELECT r.family, MAX(r.urgent), "
+            "SUM(b.size < ?), MIN(CASE WHEN b.size < ? THEN r.created_ns END), "
+            "COALESCE(SUM(CASE WHEN b.size < ? THEN b.size END), 0), "
+            "SUM(b.size >= ?), MIN(CASE WHEN b.size >= ? THEN r.created_ns END) "
             "FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
             "WHERE r.kind=? AND r.state=? AND r.not_before_ns<=? AND b.writers=0 "
             "GROUP BY r.family ORDER BY MAX(r.urgent) DESC, MIN(r.created_ns)",
-            (WRITE, QUEUED, now),
+            (threshold,) * 5 + (WRITE, QUEUED, now),
         )
         due = []
-        for family, oldest, urgent, count in rows:
-            if (
-                urgent
-                or self.drain
-                or now - oldest >= delay_ns
-                or count >= self.config.mover.batch_files
-            ):
-                due.append((family, count))
+        for family, urgent, n_small, small_oldest, small_bytes, n_large, large_oldest in rows:
+            # "a full batch" ([mover] batch_files files of any size waiting) makes the
+            # family due as before; the batch itself is then one aggregate or large files
+            now_all = urgent or self.drain or n_small + n_large >= self.config.mover.batch_files
+            small = n_small > 0 and (
+                now_all
+                or small_bytes >= agg.size
+                or n_small >= agg.files
+                or now - small_oldest >= age_ns
+            )
+            large = n_large > 0 and (now_all or now - large_oldest >= delay_ns)
+            if small or large:
+                due.append((family, "small" if small else "large"))
         return due
+
+    def need(self, size: int) -> int:
+        """Bytes of volume a file of `size` takes: its headers, the padding of its last
+        record and, on a labelled volume, the labels around its tape file fit in two more
+        records."""
+        return size + 2 * self.config.library.block_size
+
+    def _share(self, size: int) -> int:
+        """What a file adds to a batch's tape use: an aggregated member costs its headers
+        (the path included, 8 KiB is plenty), any other file a tape file of its own."""
+        if is_small(size, self.config.aggregation.threshold):
+            return size + MEMBER_OVERHEAD
+        return self.need(size)
 
     def width(self, cat: Catalog, family: str) -> int:
         w = cat.value("SELECT width FROM families WHERE name=?", (family,))
@@ -241,22 +390,21 @@ class LibraryManager:
         # the mounted volume's family first: no tape motion needed
         if mounted is not None:
             due.sort(key=lambda fc: fc[0] != mounted.family)
-        for family, _count in due:
-            writers = sum(1 for m in self.movers.values() if m is not slot and m.writing == family)
+        for family, which in due:
+            writers = sum(1 for m in self._slots() if m is not slot and m.writing == family)
             if writers >= self.width(cat, family):
                 continue
             if self._idle_holder(slot, cat, family):
                 continue  # the mover holding this family's volume takes it: no extra mount
-            reqs = self._write_batch(cat, family, now)
+            reqs = self._write_batch(cat, family, now, which)
             if not reqs:
                 continue
-            need = reqs[0].size
             too_big = self._refuse_oversized(cat, reqs)
             if too_big:
                 reqs = [r for r in reqs if r.id not in too_big]
                 if not reqs:
                     continue
-                need = reqs[0].size
+            need = self.need(reqs[0].size)
             vol = None
             if (
                 mounted is not None
@@ -293,17 +441,17 @@ class LibraryManager:
             room = vol.free
             batch: list[Request] = []
             for r in reqs:
-                if r.size > room and batch:
+                if self._share(r.size) > room and batch:
                     break
                 batch.append(r)
-                room -= r.size
+                room -= self._share(r.size)
             return Work(WRITE, vol.label, batch, family)
         return None
 
     def _idle_holder(self, slot: MoverSlot, cat: Catalog, family: str) -> bool:
         """Another mover is idle with a writable volume of `family` mounted."""
         vc = VolumeClerk(cat)
-        for m in self.movers.values():
+        for m in self._slots():
             if m is slot or m.busy or m.down or not m.volume:
                 continue
             v = vc.get(m.volume)
@@ -311,19 +459,35 @@ class LibraryManager:
                 return True
         return False
 
-    def _write_batch(self, cat: Catalog, family: str, now: int) -> list[Request]:
+    def _write_batch(
+        self, cat: Catalog, family: str, now: int, which: str = "large"
+    ) -> list[Request]:
+        """The family's next batch: one aggregate of small files (at most `[aggregation]
+        files` and `size`), or large files (at most `[mover] batch_files`), in queue
+        order, within `[mover] batch_bytes`."""
+        agg, mover = self.config.aggregation, self.config.mover
+        threshold = agg.threshold if agg.threshold > 0 else -1
+        small = which == "small"
+        limit, max_bytes = (
+            (agg.files, min(agg.size, mover.batch_bytes))
+            if small
+            else (
+                mover.batch_files,
+                mover.batch_bytes,
+            )
+        )
         rows = cat.all(
             "SELECT r.id, r.kind, r.bitfile, r.family, r.volume, r.fileno, r.block, b.size, "
             "r.tries FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
             "WHERE r.kind=? AND r.state=? AND r.family=? AND r.not_before_ns<=? "
-            "AND b.writers=0 ORDER BY r.id LIMIT ?",
-            (WRITE, QUEUED, family, now, self.config.mover.batch_files),
+            f"AND b.writers=0 AND b.size {'<' if small else '>='} ? ORDER BY r.id LIMIT ?",
+            (WRITE, QUEUED, family, now, threshold, limit),
         )
         out: list[Request] = []
         total = 0
         for r in rows:
             req = Request(*r)
-            if out and total + req.size > self.config.mover.batch_bytes:
+            if out and total + req.size > max_bytes:
                 break
             out.append(req)
             total += req.size
@@ -331,12 +495,15 @@ class LibraryManager:
 
     def _refuse_oversized(self, cat: Catalog, reqs: list[Request]) -> set[int]:
         largest = VolumeClerk(cat).largest_capacity()
-        refused = {r.id for r in reqs if r.size > largest}
+        refused = {r.id for r in reqs if self.need(r.size) > largest}
         if refused:
             with cat.tx():
                 for r in reqs:
                     if r.id in refused:
-                        msg = f"file of {r.size} bytes is larger than any volume ({largest})"
+                        msg = (
+                            f"file of {r.size} bytes is larger than any volume ({largest} "
+                            "bytes with headers): refused, a file must fit on one volume"
+                        )
                         cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (msg, r.bitfile))
                         cat.execute("DELETE FROM requests WHERE id=?", (r.id,))
                         events.record(
@@ -350,3 +517,6 @@ class LibraryManager:
             return
         self._complained[key] = time.monotonic()
         events.record(cat, "stalled", message, subject=key, level="warning")
+
+
+_READABLE_SQL = ",".join(f"'{s}'" for s in READABLE)

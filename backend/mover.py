@@ -1,16 +1,31 @@
 """A mover: one thread per tape drive, moving data between the cache and tape.
 
 Like CTA's tape daemon, a mover runs sessions with explicit states recorded in the
-`drives` table (`cleaner`, `mounting`, `positioning`, `transferring`, `unloading`,
-`unmounting`, `idle`, `down`). Its first session is a *cleaner session*: if the changer
+`drives` table (`cleaner`, `mounting`, `positioning`, `transferring`, `verifying`,
+`unloading`, `unmounting`, `idle`, `down`). Its first session is a *cleaner session*: if the changer
 says a cartridge sits in its drive (a crash left it there), it unloads it and puts it
 home before anything else. Whatever happens during a session, the mover still tries to
 unload and put the tape home.
 
-Writes: each file becomes one tape file (a pax archive followed by a filemark, see
-`drivers.formats.pax`); once the filemark is on tape, the copy and the `archived` state
-are recorded in one transaction, only if the file did not change meanwhile. Recalls: read
-into a temporary cache file, verify size and checksums, then publish it.
+Mounts: the volume's label is checked against the catalog (backend.tapelayout): a
+labelled volume must carry its VOL1, a volume the catalog has blank must be blank (or
+hold this archive's own uncommitted data); otherwise the volume goes `noaccess`, with an
+event, and its work goes elsewhere.
+
+Writes: small files are aggregated (backend.aggregation): each tape file is one pax
+archive of one or many members (`drivers.formats.pax`), between ANSI header and trailer
+labels on a labelled volume (VOL1 is written at a blank volume's first use). Once the
+tape file's last filemark is on tape, and it read back right when the family asks for
+read-after-write verification, all its members are recorded in one transaction, each
+`archived` only if its file did not change meanwhile.
+
+Recalls locate straight to the member's record, read it into a temporary cache file
+(pax, or a foreign tar/cpio member), verify size, bfid and checksums, then publish it. A
+copy that reads wrong is marked bad (a media error of that copy) and the recall tries the
+file's other copies; it fails, and `open` gets EIO, only when no good copy is left.
+
+Operator jobs (`TapeJob`: tape read, import of a foreign volume) run here too, with the
+volume mounted, so that the daemon stays the only user of the library.
 
 Errors act on their class: media -> the volume is suspect and the work goes elsewhere;
 drive -> the drive is down and the work goes to another drive; end of medium -> the
@@ -19,31 +34,65 @@ volume is full and the file is written again on another volume (never split).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend import cleaning
+from backend import cleaning, foreign
+from backend.aggregation import plan
 from backend.cache import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
-from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
+from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk, TapeCopy
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RECALL, RequestQueue
-from backend.catalog.volumes import FULL, MISSING, READABLE, READONLY, SUSPECT, VolumeClerk
-from backend.checksum import Checksummer
+from backend.catalog.volumes import (
+    FULL,
+    MISSING,
+    NOACCESS,
+    READABLE,
+    READONLY,
+    SUSPECT,
+    VolumeClerk,
+)
+from backend.checksum import Checksummer, Sums
 from backend.config import Config
+from backend.errors import ArchiveError
 from backend.eviction import evict
-from backend.library_manager import LibraryManager, Request, Work
-from drivers.formats.pax import MemberInfo, ShortSourceError, TapeFileWriter, read_member
+from backend.library_manager import JOB, LibraryManager, Request, Work
+from backend.tapelayout import (
+    ANSI,
+    NONE,
+    VolumeFormat,
+    data_start,
+    describe,
+    file_identifier,
+    objects_of,
+    read_bot,
+    volser_for,
+    volume_format,
+)
+from drivers.formats.ansi import write_header, write_trailer, write_vol1
+from drivers.formats.pax import (
+    REELFS_BFID,
+    MemberExtent,
+    MemberInfo,
+    ShortSourceError,
+    TapeFileWriter,
+    iter_members,
+    read_member,
+    reelfs_records,
+)
 from drivers.tape import (
     ElementType,
     ErrorClass,
     MediaChanger,
+    MediaError,
     NotReadyError,
     TapeDrive,
     TapeError,
@@ -58,8 +107,39 @@ class VolumeUnavailable(Exception):
     pass
 
 
+class LabelMismatch(VolumeUnavailable):
+    """The tape is not what the catalog says: the volume was set `noaccess`."""
+
+
 class ChecksumMismatch(Exception):
     pass
+
+
+class VerifyFailed(MediaError):
+    """A tape file just written does not read back as written."""
+
+
+class CopyReadError(MediaError):
+    """A recall's read of one copy failed: the volume is suspect, but the other files of
+    the batch are still worth reading from it."""
+
+
+@dataclass
+class _Member:
+    """One file of a tape file being written."""
+
+    req: Request
+    bf: Bitfile
+    path: str
+    info: MemberInfo
+    extent: MemberExtent | None = None
+    sums: Sums | None = None
+
+
+class _SourceChanged(Exception):
+    def __init__(self, member: _Member, cause: ShortSourceError) -> None:
+        super().__init__(str(cause))
+        self.member = member
 
 
 @dataclass
@@ -68,6 +148,10 @@ class MoverHooks:
 
     recall_done: Callable[[int, str | None], None] = lambda bitfile, error: None
     archived: Callable[[int], None] = lambda bitfile: None
+    # Once per tape file with every file it archived, instead of `archived` per file: a
+    # tape file of small files archives thousands at once, and a hook that waits for the
+    # daemon's event loop costs a round trip each time.
+    archived_many: Callable[[list[int]], None] | None = None
 
 
 class Mover(threading.Thread):
@@ -95,6 +179,7 @@ class Mover(threading.Thread):
         self.cache = cache
         self.hooks = hooks
         self.block_size = config.library.block_size
+        self.record_mode = self.block_size  # the mounted volume's: 0 for variable records
         self.mounted: str | None = None
         self.mount_started = 0.0
         self.last_activity = time.monotonic()
@@ -222,7 +307,7 @@ class Mover(threading.Thread):
         self.mounted = None
         self._session("idle")
 
-    def mount(self, label: str) -> None:
+    def mount(self, label: str, *, check_label: bool = True) -> None:
         assert self.cat is not None
         vc = VolumeClerk(self.cat)
         vol = vc.get(label)
@@ -253,10 +338,56 @@ class Mover(threading.Thread):
                     vc.set_home(label, el.address)
                 self.changer.move(el.address, self.address)
         self.drive.load()
-        self.drive.set_block_size(self.block_size)
+        fmt = volume_format(self.cat, label)
+        # a volume keeps the record size it was started with; foreign ones are read in
+        # variable-length mode, whatever their records
+        self.block_size = (fmt and fmt.block_size) or self.config.library.block_size
+        self.record_mode = 0 if fmt is not None and fmt.foreign else self.block_size
+        self.drive.set_block_size(self.record_mode)
         vc.mounted(label)
         self.mount_started = time.monotonic()
         events.record(self.cat, "mount", f"mounted {label}", subject=self.drive_name, volume=label)
+        if check_label and fmt is not None:
+            self._check_label(fmt)
+
+    def _check_label(self, fmt: VolumeFormat) -> None:
+        """Refuse a volume whose tape is not what the catalog says it is: a labelled one
+        must carry its VOL1, one the catalog has blank must be blank (or hold this
+        archive's own data, written before a crash and never committed)."""
+        if fmt.foreign:
+            return
+        layout = fmt.layout(self.config.library.label_format)
+        blank = fmt.label_format is None and fmt.eod_block == 0
+        if layout == NONE and not blank:
+            return
+        bot = read_bot(self.drive)
+        expected = volser_for(fmt.label)
+        ours = self.config.archive_id
+        vol1 = bot.vol1
+        if blank:
+            if (
+                bot.kind == "blank"
+                or (vol1 is not None and vol1.volser == expected and vol1.owner == ours)
+                or (bot.kind == "data" and bot.archive_id == ours)
+            ):
+                return
+            self._refuse_volume(
+                fmt.label,
+                f"the catalog has it blank but {describe(bot)}: not overwriting it "
+                "(reelfs import-volume adopts a foreign tape)",
+            )
+        if vol1 is not None and vol1.volser == expected:
+            return
+        self._refuse_volume(fmt.label, f"{describe(bot)}, expected VOL1 {expected}")
+
+    def _refuse_volume(self, label: str, why: str) -> None:
+        assert self.cat is not None
+        VolumeClerk(self.cat).set_state(label, NOACCESS, why)
+        events.record(
+            self.cat, "label_mismatch", why, subject=label, level="error", drive=self.drive_name
+        )
+        self.dismount()
+        raise LabelMismatch(f"volume {label} refused: {why}")
 
     def _clean(self) -> None:
         if self.mounted:
@@ -325,6 +456,9 @@ class Mover(threading.Thread):
 
     def execute(self, work: Work) -> None:
         assert self.cat is not None
+        if work.kind == JOB:
+            self._run_job(work)
+            return
         pending = list(work.requests)
         try:
             if self.mounted != work.volume:
@@ -335,6 +469,9 @@ class Mover(threading.Thread):
                 self._recall(work, pending)
             else:
                 self._write(work, pending)
+        except LabelMismatch as e:
+            # the volume is out of service now: the work goes elsewhere without delay
+            self._fail_or_requeue(work, pending, str(e), volume_bad=True, delay=0.0)
         except VolumeUnavailable as e:
             self._fail_or_requeue(work, pending, str(e), volume_bad=True)
         except TapeError as e:
@@ -344,145 +481,413 @@ class Mover(threading.Thread):
             self._requeue(pending, f"unexpected error: {e}", delay=RETRY_DELAY)
             raise
 
+    # operator jobs
+
+    def _run_job(self, work: Work) -> None:
+        """Run an operator's `TapeJob` with its volume mounted; whatever happens, the job
+        is told (`done`) and the drive is back in the volume's record mode."""
+        assert self.cat is not None and work.job is not None
+        job = work.job
+        try:
+            if self.mounted != job.volume:
+                if self.mounted:
+                    self.dismount()
+                self.mount(job.volume, check_label=job.check_label)
+            self._session("transferring")
+            job.result = job.action(self)
+        except TapeError as e:
+            job.error = e.message
+            events.record(
+                self.cat,
+                "job_failed",
+                f"{job.what}: {e.message}",
+                subject=job.volume,
+                level="error",
+                drive=self.drive_name,
+            )
+            if e.error_class == ErrorClass.DRIVE:
+                self._drive_down(f"{job.what}: {e.message}")
+        except Exception as e:
+            if not isinstance(e, ArchiveError | OSError | ValueError | VolumeUnavailable):
+                log.exception("mover %s: %s failed", self.drive_name, job.what)
+            job.error = str(e)
+        finally:
+            if self.mounted and not self.down:
+                try:
+                    self.drive.set_block_size(self.record_mode)
+                except TapeError:
+                    pass
+            job.done.set()
+
     # writes
 
     def _write(self, work: Work, pending: list[Request]) -> None:
+        """Append the batch at end of data: small files aggregated into tape files of many
+        members, large ones in a tape file each (backend.aggregation)."""
         assert self.cat is not None
         vc = VolumeClerk(self.cat)
-        vol = vc.get(work.volume)
-        assert vol is not None
+        fmt = volume_format(self.cat, work.volume)
+        assert fmt is not None
+        if fmt.foreign:
+            raise VolumeUnavailable(f"volume {work.volume} is a foreign volume: read-only")
+        layout = fmt.layout(self.config.library.label_format)
         self._session("positioning")
-        if vol.eod_block == 0:
-            self.drive.rewind()
-        else:
-            self.drive.locate(vol.eod_block)
+        self._position_for_append(fmt, layout)
         self._session("transferring")
-        while pending:
-            req = pending[0]
-            outcome = self._write_one(req, work.volume)
-            pending.pop(0)
+        agg = self.config.aggregation
+        verify = work.family in self.config.verify_families
+        for group in plan(list(pending), threshold=agg.threshold, max_bytes=agg.size):
+            outcome = self._write_tape_file(group, work.volume, layout, pending, verify)
+            why = "early warning reached; volume closed"
+            if outcome != "full":
+                # Not at early warning, but maybe too close to it for any file: a file
+                # takes at least two records (headers and data, padding, labels). The
+                # drive knows best; some (tgt) cannot tell, the catalog's count then says.
+                try:
+                    left = self.drive.remaining_capacity()
+                except TapeError:
+                    left = None
+                after = vc.get(work.volume)
+                if left is None and after is not None:
+                    left = after.free
+                if left is not None and left < 2 * self.block_size:
+                    outcome = "full"
+                    why = f"{left} bytes left before early warning: too few for a file"
             if outcome == "full":
                 vc.set_state(work.volume, FULL)
-                events.record(
-                    self.cat,
-                    "volume_full",
-                    "early warning reached; volume closed",
-                    subject=work.volume,
-                )
+                events.record(self.cat, "volume_full", why, subject=work.volume)
                 break
         self._requeue(pending, None)
 
-    def _write_one(self, req: Request, label: str) -> str:
-        """Write one file; returns 'ok', 'skipped' or 'full' (written, volume now full)."""
+    def _position_for_append(self, fmt: VolumeFormat, layout: str) -> None:
+        """Go to end of data; a blank volume is first labelled (ANSI) or rewound."""
         assert self.cat is not None
-        files = FileClerk(self.cat, self.config.archive_id)
-        bf = files.get(req.bitfile)
-        if bf is None or bf.state != DIRTY or bf.inode is None or bf.writers:
-            RequestQueue(self.cat).done(req.id)
-            return "skipped"
-        ns = Namespace(self.cat)
-        try:
-            node = ns.get(bf.inode)
-        except OSError:
-            RequestQueue(self.cat).done(req.id)
-            return "skipped"
-        path = ns.path_of(bf.inode) or f"/.orphans/{bf.bfid}"
-        vol = VolumeClerk(self.cat).get(label)
-        assert vol is not None
-        start_block, fileno = vol.eod_block, vol.next_fileno
-        ck = Checksummer()
-        info = MemberInfo(
-            name=path.lstrip("/") or bf.bfid,
-            size=bf.size,
-            mtime_ns=node.mtime_ns,
-            mode=node.mode & 0o7777,
-            uid=node.uid,
-            gid=node.gid,
-            records={
-                "REELFS.bfid": bf.bfid,
-                "REELFS.version": str(bf.version),
-                "REELFS.family": bf.family or "",
-                "REELFS.path": path,
-                "REELFS.archive": self.config.archive_id,
-            },
-        )
-        if bf.adler32 is not None and bf.crc32c is not None:
-            info.records["REELFS.adler32"] = f"{bf.adler32:08x}"
-            info.records["REELFS.crc32c"] = f"{bf.crc32c:08x}"
-        writer = TapeFileWriter(self.drive, self.block_size)
-        try:
-            with open(self.cache.path(bf.bfid), "rb", buffering=0) as src:
-                extent = writer.add(info, src, on_data=ck.update)
-        except (FileNotFoundError, ShortSourceError) as e:
-            # The cache file changed under us: the file is being modified again. What was
-            # written of it is abandoned: the next file starts at the same place.
-            RequestQueue(self.cat).requeue(req.id, f"source changed: {e}", delay=RETRY_DELAY)
-            self.drive.locate(start_block)
-            return "skipped"
-        records = writer.finish()
-        sums = ck.sums
+        if fmt.eod_block:
+            self.drive.locate(fmt.eod_block)
+            return
+        volser = volser_for(fmt.label) if layout == ANSI else None
+        if volser is not None:
+            write_vol1(self.drive, volser, owner=self.config.archive_id)
+        else:
+            self.drive.rewind()
         with self.cat.tx():
-            fresh = files.get(bf.id)
-            good = (
-                fresh is not None
-                and fresh.state == DIRTY
-                and fresh.generation == bf.generation
-                and fresh.writers == 0
-                and fresh.size == bf.size
-            )
-            mismatch = (
-                good
-                and fresh is not None
-                and fresh.adler32 is not None
-                and ((fresh.adler32, fresh.crc32c) != (sums.adler32, sums.crc32c))
-            )
             self.cat.execute(
-                "INSERT INTO tape_copies(bitfile, volume, copy, fileno, block, record, offset, "
-                "length, state, written_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    bf.id,
-                    label,
-                    1,
-                    fileno,
-                    start_block,
-                    extent.record,
-                    extent.offset,
-                    bf.size,
-                    "active" if good and not mismatch else "deleted",
-                    time.time_ns(),
+                "UPDATE volumes SET label_format=?, volser=?, block_size=?, eod_block=? "
+                "WHERE label=?",
+                (layout, volser, self.block_size, 1 if volser else 0, fmt.label),
+            )
+        if volser is not None:
+            events.record(
+                self.cat,
+                "volume_labelled",
+                f"VOL1 {volser} written at first use (owner {self.config.archive_id})",
+                subject=fmt.label,
+                drive=self.drive_name,
+            )
+
+    def _write_tape_file(
+        self, group: list[Request], label: str, layout: str, pending: list[Request], verify: bool
+    ) -> str:
+        """Write `group` as one tape file at end of data and commit its members in one
+        transaction; 'ok', or 'full' at early warning. Requests leave `pending` once
+        handled (written, skipped or requeued); those not reached stay in it."""
+        assert self.cat is not None
+        members = self._prepare(group, pending)
+        while members:
+            fmt = volume_format(self.cat, label)
+            assert fmt is not None
+            try:
+                written, records, full = self._write_members(members, fmt, layout, pending)
+            except _SourceChanged as e:
+                # The file changed under us (truncated while being written): this tape file
+                # is abandoned and written again without it, from the same place.
+                RequestQueue(self.cat).requeue(
+                    e.member.req.id, f"source changed: {e}", delay=RETRY_DELAY
+                )
+                pending.remove(e.member.req)
+                members = [m for m in members if m is not e.member]
+                self.drive.locate(fmt.eod_block)
+                continue
+            if not written:
+                self.drive.locate(fmt.eod_block)
+                return "full" if full else "ok"
+            first = data_start(layout, fmt.eod_block)
+            eod = fmt.eod_block + objects_of(layout, records)
+            if verify:
+                self._verify(label, fmt.next_fileno, first, written)
+                self.drive.locate(eod)
+            self._commit(label, layout, fmt, first, records, eod, written, pending)
+            return "full" if full else "ok"
+        return "ok"
+
+    def _prepare(self, group: list[Request], pending: list[Request]) -> list[_Member]:
+        """The group's files still to write, with their pax member descriptions: read with
+        one query per few hundred files (a tape file may hold thousands)."""
+        assert self.cat is not None
+        ns = Namespace(self.cat)
+        queue = RequestQueue(self.cat)
+        dirs: dict[int, str | None] = {}
+        rows: dict[int, tuple[Bitfile, tuple]] = {}
+        for ids in _chunks([r.bitfile for r in group]):
+            for row in self.cat.all(
+                f"SELECT {_BITFILE_COLS}, i.mode, i.uid, i.gid, i.mtime_ns, e.parent, e.name "
+                "FROM bitfiles b JOIN inodes i ON i.id = b.inode "
+                "JOIN entries e ON e.id = (SELECT MIN(id) FROM entries WHERE inode = b.inode) "
+                f"WHERE b.id IN ({','.join('?' * len(ids))})",
+                ids,
+            ):
+                bf = Bitfile(*row[:_NBITFILE])
+                rows[bf.id] = (bf, tuple(row[_NBITFILE:]))
+        out: list[_Member] = []
+        for req in group:
+            bf, node = rows.get(req.bitfile, (None, ()))
+            if bf is None or bf.state != DIRTY or bf.writers:
+                # deleted, unlinked, replaced by a new version, or open for writing again
+                # (its session's end queues it anew)
+                queue.done(req.id)
+                pending.remove(req)
+                continue
+            mode, uid, gid, mtime_ns, parent, name = node
+            if parent not in dirs:
+                dirs[parent] = ns.path_of(parent)
+            prefix = dirs[parent]
+            path = (
+                f"{prefix.rstrip('/')}/{bytes(name).decode('utf-8', 'surrogateescape')}"
+                if prefix is not None
+                else f"/.orphans/{bf.bfid}"
+            )
+            info = MemberInfo(
+                name=path.lstrip("/") or bf.bfid,
+                size=bf.size,
+                mtime_ns=mtime_ns,
+                mode=mode & 0o7777,
+                uid=uid,
+                gid=gid,
+                records=reelfs_records(
+                    bfid=bf.bfid,
+                    version=bf.version,
+                    family=bf.family or "",
+                    path=path,
+                    archive=self.config.archive_id,
+                    adler32=bf.adler32,
+                    crc32c=bf.crc32c if bf.adler32 is not None else None,
                 ),
             )
-            self.cat.execute(
-                "UPDATE volumes SET bytes_used = bytes_used + ?, files = files + 1, "
-                "next_fileno = next_fileno + 1, eod_block = eod_block + ? WHERE label=?",
-                (records * self.block_size, records + 1, label),
+            out.append(_Member(req, bf, path, info))
+        return out
+
+    def _write_members(
+        self, members: list[_Member], fmt: VolumeFormat, layout: str, pending: list[Request]
+    ) -> tuple[list[_Member], int, bool]:
+        """Header labels, the pax archive, its filemark, trailer labels: (members written,
+        data records, early warning reached). Members after early warning are left out."""
+        fileno = fmt.next_fileno
+        volser = volser_for(fmt.label)
+        file_id = file_identifier(self.config.archive_id, fileno)
+        if layout == ANSI:
+            write_header(
+                self.drive,
+                volser=volser,
+                file_id=file_id,
+                file_sequence=fileno + 1,
+                block_size=self.block_size,
             )
-            if good and not mismatch:
-                self.cat.execute(
-                    "UPDATE bitfiles SET state=?, archived_ns=?, path=?, adler32=?, crc32c=?, "
-                    "error=NULL WHERE id=?",
-                    (ARCHIVED, time.time_ns(), path, sums.adler32, sums.crc32c, bf.id),
+        writer = TapeFileWriter(self.drive, self.block_size)
+        written: list[_Member] = []
+        for m in members:
+            if writer.early_warning:
+                break  # the volume is nearly full: close this tape file with what it has
+            try:
+                src = open(self.cache.path(m.bf.bfid), "rb", buffering=0)  # noqa: SIM115
+            except FileNotFoundError:
+                # gone since the batch was made (a new version took over): nothing of it
+                # is on tape yet, the next member takes its place
+                RequestQueue(self.cat).requeue(m.req.id, "cache file missing", delay=RETRY_DELAY)
+                pending.remove(m.req)
+                continue
+            ck = Checksummer()
+            with src:
+                try:
+                    m.extent = writer.add(m.info, src, on_data=ck.update)
+                except ShortSourceError as e:
+                    raise _SourceChanged(m, e) from e
+            m.sums = ck.sums
+            written.append(m)
+        if not written:
+            return [], 0, writer.early_warning
+        if layout == ANSI:
+            # the trailer's synchronous filemark makes the data filemark durable too
+            records = writer.finish(filemark=False)
+            self.drive.write_filemarks(1, immediate=True)
+            write_trailer(
+                self.drive,
+                volser=volser,
+                file_id=file_id,
+                file_sequence=fileno + 1,
+                block_size=self.block_size,
+                block_count=records,
+                sync=True,
+            )
+        else:
+            records = writer.finish()
+        return written, records, writer.early_warning
+
+    def _verify(self, label: str, fileno: int, first: int, written: list[_Member]) -> None:
+        """Read-after-write: the tape file must read back member by member as written
+        (names, positions, bfids, sizes, checksums). Raises VerifyFailed otherwise."""
+        assert self.cat is not None
+        self._session("verifying")
+        self.drive.locate(first)
+        n = 0
+        try:
+            for info, extent, stream in iter_members(self.drive, self.block_size):
+                if n >= len(written):
+                    raise VerifyFailed(f"data file {fileno}: an extra member {info.name!r}")
+                m = written[n]
+                ck = Checksummer()
+                stream.copy_to(None, ck.update)
+                assert m.extent is not None and m.sums is not None
+                if (
+                    info.records.get(REELFS_BFID) != m.bf.bfid
+                    or (extent.record, extent.offset) != (m.extent.record, m.extent.offset)
+                    or ck.length != m.bf.size
+                    or (ck.adler, ck.crc) != (m.sums.adler32, m.sums.crc32c)
+                ):
+                    raise VerifyFailed(
+                        f"data file {fileno}: {m.path} ({m.bf.bfid}) does not read back as "
+                        f"written (adler32 {ck.adler:08x}, written {m.sums.adler32:08x})"
+                    )
+                n += 1
+        except TapeError as e:
+            why = e.message if isinstance(e, VerifyFailed) else f"reading back: {e.message}"
+            events.record(
+                self.cat, "verify_failed", why, subject=label, level="error", drive=self.drive_name
+            )
+            if isinstance(e, VerifyFailed):
+                raise
+            raise VerifyFailed(why, alerts=e.alerts) from e
+        if n != len(written):
+            why = f"data file {fileno}: {n} of {len(written)} members read back"
+            events.record(
+                self.cat, "verify_failed", why, subject=label, level="error", drive=self.drive_name
+            )
+            raise VerifyFailed(why)
+        events.record(
+            self.cat,
+            "write_verified",
+            f"data file {fileno}: {n} file(s) read back and checked",
+            subject=label,
+            drive=self.drive_name,
+        )
+        self._session("transferring")
+
+    def _commit(
+        self,
+        label: str,
+        layout: str,
+        fmt: VolumeFormat,
+        first: int,
+        records: int,
+        eod: int,
+        written: list[_Member],
+        pending: list[Request],
+    ) -> None:
+        """Record every member of the tape file and the volume's new end, in one
+        transaction: a member is archived only if its file did not change meanwhile."""
+        assert self.cat is not None
+        now = time.time_ns()
+        archived: list[int] = []
+        copies, done, again = [], [], []
+        with self.cat.tx():
+            fresh: dict[int, tuple] = {}
+            for ids in _chunks([m.bf.id for m in written]):
+                for row in self.cat.all(
+                    "SELECT id, state, generation, writers, size, adler32, crc32c FROM bitfiles "
+                    f"WHERE id IN ({','.join('?' * len(ids))})",
+                    ids,
+                ):
+                    fresh[row[0]] = tuple(row)
+            for m in written:
+                bf = m.bf
+                assert m.extent is not None and m.sums is not None
+                sums = m.sums
+                now_bf = fresh.get(bf.id)
+                good = now_bf is not None and now_bf[1:5] == (
+                    DIRTY,
+                    bf.generation,
+                    0,
+                    bf.size,
                 )
-                self.cat.execute("DELETE FROM requests WHERE id=?", (req.id,))
-            elif mismatch:
-                msg = (
-                    f"cache data of {bf.bfid} does not match its checksums "
-                    f"(adler32 {sums.adler32:08x}, expected {fresh.adler32:08x})"
+                mismatch = (
+                    good
+                    and now_bf is not None
+                    and now_bf[5] is not None
+                    and (now_bf[5], now_bf[6]) != (sums.adler32, sums.crc32c)
                 )
-                self.cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (msg, bf.id))
-                events.record(self.cat, "checksum_mismatch", msg, subject=bf.bfid, level="error")
-                self.cat.execute(
-                    "UPDATE requests SET state='queued', drive=NULL, error=?, not_before_ns=? "
-                    "WHERE id=?",
-                    (msg, time.time_ns() + int(60e9), req.id),
-                )
-            else:
-                self.cat.execute(
-                    "UPDATE requests SET state='queued', drive=NULL WHERE id=?", (req.id,)
-                )
-        if good and not mismatch:
-            self.hooks.archived(bf.id)
-        return "full" if writer.early_warning else "ok"
+                state = "active" if good and not mismatch else "deleted"
+                ext = m.extent
+                row = (bf.id, label, 1, fmt.next_fileno, first, ext.record, ext.offset)
+                copies.append((*row, bf.size, state, now))
+                if good and not mismatch:
+                    done.append((m, sums))
+                    archived.append(bf.id)
+                elif mismatch:
+                    assert now_bf is not None
+                    msg = (
+                        f"cache data of {bf.bfid} does not match its checksums "
+                        f"(adler32 {sums.adler32:08x}, expected {now_bf[5]:08x})"
+                    )
+                    self.cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (msg, bf.id))
+                    events.record(
+                        self.cat, "checksum_mismatch", msg, subject=bf.bfid, level="error"
+                    )
+                    self.cat.execute(
+                        "UPDATE requests SET state='queued', drive=NULL, error=?, "
+                        "not_before_ns=? WHERE id=?",
+                        (msg, time.time_ns() + int(60e9), m.req.id),
+                    )
+                else:
+                    again.append((m.req.id,))
+            self.cat.conn.executemany(
+                "INSERT INTO tape_copies(bitfile, volume, copy, fileno, block, record, "
+                "offset, length, state, written_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                copies,
+            )
+            self.cat.conn.executemany(
+                "UPDATE bitfiles SET state=?, archived_ns=?, path=?, adler32=?, crc32c=?, "
+                "error=NULL WHERE id=?",
+                [(ARCHIVED, now, m.path, s.adler32, s.crc32c, m.bf.id) for m, s in done],
+            )
+            self.cat.conn.executemany(
+                "DELETE FROM requests WHERE id=?", [(m.req.id,) for m, _ in done]
+            )
+            self.cat.conn.executemany(
+                "UPDATE requests SET state='queued', drive=NULL WHERE id=?", again
+            )
+            self.cat.execute(
+                "UPDATE volumes SET bytes_used = bytes_used + ?, files = files + ?, "
+                "next_fileno = ?, eod_block = ?, label_format=?, volser=?, block_size=? "
+                "WHERE label=?",
+                (
+                    records * self.block_size,
+                    len(archived),
+                    fmt.next_fileno + 1,
+                    eod,
+                    layout,
+                    volser_for(label) if layout == ANSI else None,
+                    self.block_size,
+                    label,
+                ),
+            )
+        ids = {m.req.id for m in written}
+        pending[:] = [r for r in pending if r.id not in ids]
+        if not archived:
+            return
+        if self.hooks.archived_many is not None:
+            self.hooks.archived_many(archived)
+        else:
+            for b in archived:
+                self.hooks.archived(b)
 
     # recalls
 
@@ -490,9 +895,8 @@ class Mover(threading.Thread):
         assert self.cat is not None
         self._session("transferring")
         while pending:
-            req = pending[0]
-            self._recall_one(req, work.volume)
-            pending.pop(0)
+            # taken out first: _recall_one settles its own request even when it raises
+            self._recall_one(pending.pop(0), work.volume)
 
     def _recall_one(self, req: Request, label: str) -> None:
         assert self.cat is not None
@@ -501,11 +905,17 @@ class Mover(threading.Thread):
         bf = files.get(req.bitfile)
         if bf is None or bf.state != RELEASED:
             queue.done(req.id)
+            self.lm.forget_request(req.id)
             self.hooks.recall_done(req.bitfile, None if bf and bf.cached else "file deleted")
             return
-        copy = next((c for c in files.copies(bf.id) if c.volume == label), None)
+        failed = self.lm.failed_copies(req.id)
+        here = [c for c in files.copies(bf.id) if c.volume == label and c.id not in failed]
+        copy = next(
+            (c for c in here if c.fileno == req.fileno and c.block + c.record == req.block),
+            here[0] if here else None,
+        )
         if copy is None:
-            self._recall_elsewhere(req, bf.id, label, f"no copy of {bf.bfid} on {label}")
+            self._recall_elsewhere(req, bf.id, f"no usable copy of {bf.bfid} on {label}")
             return
         if not self.cache.try_charge(bf.size):
             evict(self.cat, self.cache, bf.size - (self.cache.limit - self.cache.used))
@@ -521,41 +931,29 @@ class Mover(threading.Thread):
                 return
         temp = self.cache.temp_path(bf.bfid)
         try:
-            self.drive.locate(copy.block + copy.record)
-            ck = Checksummer()
-            with open(temp, "wb", buffering=0) as dest:
-                info = read_member(
-                    self.drive, self.block_size, copy.offset, dest, on_data=ck.update
-                )
-            if info.size != bf.size or ck.length != bf.size:
-                raise ChecksumMismatch(
-                    f"{bf.bfid} on {copy.location}: {ck.length} bytes read, {bf.size} expected"
-                )
-            if bf.adler32 is not None and (ck.adler, ck.crc) != (bf.adler32, bf.crc32c):
-                raise ChecksumMismatch(
-                    f"{bf.bfid} on {copy.location}: checksums {ck.adler:08x}/{ck.crc:08x}, "
-                    f"expected {bf.adler32:08x}/{bf.crc32c:08x}"
-                )
-        except (TapeError, ChecksumMismatch) as e:
-            _unlink(temp)
-            self.cache.uncharge(bf.size)
-            if isinstance(e, TapeError) and e.error_class == ErrorClass.DRIVE:
+            self._read_copy(copy, bf, temp)
+        except ChecksumMismatch as e:
+            # The copy reads, but not as written: a media error of this copy only. It is
+            # marked bad so that no recall wastes a mount on it again.
+            self._drop_temp(temp, bf.size)
+            self._copy_failed(req, bf.bfid, copy, str(e), bad=True)
+            self._recall_elsewhere(req, bf.id, str(e))
+            return
+        except TapeError as e:
+            self._drop_temp(temp, bf.size)
+            if e.error_class == ErrorClass.DRIVE:
+                queue.requeue(req.id, f"drive {self.drive_name} failed: {e.message}")
                 raise
-            events.record(
-                self.cat,
-                "copy_bad",
-                f"copy unreadable: {e}",
-                subject=bf.bfid,
-                level="error",
-                volume=label,
-            )
-            self._recall_elsewhere(req, bf.id, label, str(e))
-            if isinstance(e, TapeError) and e.error_class == ErrorClass.MEDIA:
-                raise
+            self._copy_failed(req, bf.bfid, copy, str(e), bad=False)
+            self._recall_elsewhere(req, bf.id, str(e))
+            if e.error_class in (ErrorClass.MEDIA, ErrorClass.BLANK):
+                raise CopyReadError(
+                    e.message, sense=e.sense, alerts=e.alerts, error_class=e.error_class
+                ) from e
             return
         except BaseException:
-            _unlink(temp)
-            self.cache.uncharge(bf.size)
+            self._drop_temp(temp, bf.size)
+            queue.requeue(req.id, "interrupted", delay=RETRY_DELAY)
             raise
         self.cache.adopt(temp, bf.bfid)
         with self.cat.tx():
@@ -564,16 +962,82 @@ class Mover(threading.Thread):
                 (ARCHIVED, time.time_ns(), bf.id, RELEASED),
             )
             self.cat.execute("DELETE FROM requests WHERE id=?", (req.id,))
+        self.lm.forget_request(req.id)
         self.hooks.recall_done(bf.id, None)
 
-    def _recall_elsewhere(self, req: Request, bitfile: int, bad_volume: str, why: str) -> None:
-        """Point the recall at another good copy, or fail it with `why`."""
+    def _read_copy(self, copy: TapeCopy, bf: Bitfile, temp: Path) -> None:
+        """Read one tape copy into `temp`, located straight at its member; raises
+        ChecksumMismatch unless it is exactly the file's data."""
+        assert self.cat is not None
+        # the member's format (schema v3) is not part of files.TapeCopy
+        fmt = self.cat.value("SELECT format FROM tape_copies WHERE id=?", (copy.id,))
+        self.drive.locate(copy.block + copy.record)
+        ck = Checksummer()
+        with open(temp, "wb", buffering=0) as dest:
+            if fmt is None:
+                info = read_member(
+                    self.drive, self.block_size, copy.offset, dest, on_data=ck.update
+                )
+                size = info.size
+                holds = info.records.get(REELFS_BFID)
+                if holds is not None and holds != bf.bfid:
+                    raise ChecksumMismatch(
+                        f"{copy.location} holds {holds}, not {bf.bfid}: the catalog and the "
+                        "tape disagree"
+                    )
+            else:
+                size = foreign.read_member(self.drive, fmt, copy.offset, dest, on_data=ck.update)
+        if size != bf.size or ck.length != bf.size:
+            raise ChecksumMismatch(
+                f"{bf.bfid} on {copy.location}: {ck.length} bytes read, {bf.size} expected"
+            )
+        if bf.adler32 is not None and (ck.adler, ck.crc) != (bf.adler32, bf.crc32c):
+            raise ChecksumMismatch(
+                f"{bf.bfid} on {copy.location}: checksums {ck.adler:08x}/{ck.crc:08x}, "
+                f"expected {bf.adler32:08x}/{bf.crc32c:08x}"
+            )
+
+    def _drop_temp(self, temp: Path, size: int) -> None:
+        _unlink(temp)
+        self.cache.uncharge(size)
+
+    def _copy_failed(self, req: Request, bfid: str, copy: TapeCopy, why: str, bad: bool) -> None:
+        assert self.cat is not None
+        self.lm.note_failed_copy(req.id, copy.id)
+        with self.cat.tx():
+            if bad:
+                self.cat.execute(
+                    "UPDATE tape_copies SET state='bad', error=? WHERE id=?", (why, copy.id)
+                )
+            events.record(
+                self.cat,
+                "copy_bad",
+                f"copy {copy.copy} at {copy.location} "
+                + ("is bad" if bad else "unreadable")
+                + f": {why}",
+                subject=bfid,
+                level="error",
+                volume=copy.volume,
+                location=copy.location,
+            )
+
+    def _recall_elsewhere(
+        self, req: Request, bitfile: int, why: str, bad_volume: str | None = None
+    ) -> None:
+        """Point the recall at a good copy not tried yet, or fail it with `why` (and EIO
+        for whoever waits): only when no good copy is left."""
         assert self.cat is not None
         files = FileClerk(self.cat, self.config.archive_id)
         vc = VolumeClerk(self.cat)
-        for c in files.copies(bitfile):
+        copies = files.copies(bitfile)
+        if bad_volume is not None:
+            for c in copies:
+                if c.volume == bad_volume:
+                    self.lm.note_failed_copy(req.id, c.id)
+        failed = self.lm.failed_copies(req.id)
+        for c in copies:
             v = vc.get(c.volume)
-            if c.volume != bad_volume and v is not None and v.state in READABLE:
+            if c.id not in failed and v is not None and v.state in READABLE:
                 with self.cat.tx():
                     self.cat.execute(
                         "UPDATE requests SET volume=?, fileno=?, block=?, state='queued', "
@@ -581,10 +1045,17 @@ class Mover(threading.Thread):
                         (c.volume, c.fileno, c.block + c.record, why, req.id),
                     )
                 return
-        msg = f"recall failed: {why}"
+        copies_made = self.cat.value(
+            "SELECT count(*) FROM tape_copies WHERE bitfile=? AND state IN ('active','bad')",
+            (bitfile,),
+        )
+        msg = f"recall failed: {why}" + (
+            f" (no good copy left of {copies_made})" if copies_made and copies_made > 1 else ""
+        )
         with self.cat.tx():
             self.cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (msg, bitfile))
             self.cat.execute("DELETE FROM requests WHERE id=?", (req.id,))
+        self.lm.forget_request(req.id)
         self.hooks.recall_done(bitfile, msg)
 
     # errors
@@ -597,14 +1068,43 @@ class Mover(threading.Thread):
         pending.clear()
 
     def _fail_or_requeue(
-        self, work: Work, pending: list[Request], why: str, volume_bad: bool
+        self,
+        work: Work,
+        pending: list[Request],
+        why: str,
+        volume_bad: bool,
+        delay: float = RETRY_DELAY,
     ) -> None:
-        if work.kind == RECALL:
-            for r in list(pending):
-                self._recall_elsewhere(r, r.bitfile, work.volume, why)
-            pending.clear()
-        else:
-            self._requeue(pending, why, delay=RETRY_DELAY)
+        """The rest of a batch after a failure. Writes wait and go elsewhere. Recalls: when
+        the volume cannot be used, to another copy or failed; after a media error on
+        another file of the volume, to another copy or back to the queue (the volume is
+        suspect but readable)."""
+        if work.kind != RECALL:
+            self._requeue(pending, why, delay=delay)
+            return
+        for r in list(pending):
+            if volume_bad:
+                self._recall_elsewhere(r, r.bitfile, why, bad_volume=work.volume)
+            elif not self._redirect(r, work.volume, why):
+                RequestQueue(self.cat).requeue(r.id, why, delay=delay)  # type: ignore[arg-type]
+        pending.clear()
+
+    def _redirect(self, req: Request, volume: str, why: str) -> bool:
+        """Send a recall to a readable copy on another volume, if there is one."""
+        assert self.cat is not None
+        failed = self.lm.failed_copies(req.id)
+        vc = VolumeClerk(self.cat)
+        for c in FileClerk(self.cat, self.config.archive_id).copies(req.bitfile):
+            v = vc.get(c.volume)
+            if c.volume != volume and c.id not in failed and v is not None and v.state in READABLE:
+                with self.cat.tx():
+                    self.cat.execute(
+                        "UPDATE requests SET volume=?, fileno=?, block=?, state='queued', "
+                        "drive=NULL, error=? WHERE id=?",
+                        (c.volume, c.fileno, c.block + c.record, why, req.id),
+                    )
+                return True
+        return False
 
     def _tape_error(self, work: Work, pending: list[Request], e: TapeError) -> None:
         assert self.cat is not None
@@ -627,7 +1127,12 @@ class Mover(threading.Thread):
                 drive=self.drive_name,
                 alerts=sorted(e.alerts),
             )
-            self._fail_or_requeue(work, pending, f"media error on {label}: {e.message}", True)
+            self._fail_or_requeue(
+                work,
+                pending,
+                f"media error on {label}: {e.message}",
+                volume_bad=not isinstance(e, CopyReadError),
+            )
         elif cls == ErrorClass.DATA_PROTECT:
             vc.set_state(label, READONLY, f"write-protected: {e.message}")
             events.record(
@@ -686,6 +1191,16 @@ class Mover(threading.Thread):
                 "updated_ns=? WHERE name=?",
                 (stuck, reason, time.time_ns(), self.drive_name),
             )
+
+
+_BITFILE_COLS = ", ".join(f"b.{f.name}" for f in dataclasses.fields(Bitfile))
+_NBITFILE = len(dataclasses.fields(Bitfile))
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    """Ids in groups small enough for one `IN (...)` (SQLite allows 32766 variables)."""
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
 
 
 def _unlink(p: Path) -> None:

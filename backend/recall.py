@@ -33,11 +33,19 @@ def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = 
                 )
                 cat.execute("UPDATE bitfiles SET error=NULL WHERE id=?", (bitfile,))
                 return True
+        bad = cat.all(
+            "SELECT volume, fileno, block + record FROM tape_copies WHERE bitfile=? "
+            "AND state='bad'",
+            (bitfile,),
+        )
         if copies:
             states = ", ".join(
                 f"{c.volume} {getattr(vc.get(c.volume), 'state', 'unknown')}" for c in copies
             )
             why = f"recall failed: no readable copy ({states})"
+        elif bad:
+            where = ", ".join(f"{v}:{f}:{b}" for v, f, b in bad)
+            why = f"recall failed: no good copy left ({len(bad)} bad: {where})"
         else:
             why = "recall failed: no tape copy recorded"
         cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (why, bitfile))

@@ -55,6 +55,7 @@ class OpenInode:
     modifying: bool = False  # a modification session is open (writers counted in catalog)
     attrs_dirty: bool = False
     ck: Checksummer | None = None
+    changes: int = 0  # writes and truncates so far: tells whether sums went stale
 
 
 @dataclass
@@ -73,6 +74,7 @@ class SessionEnd:
     sums: Sums | None
     fd: int
     close_fd: bool
+    changes: int = -1  # oi.changes when the sums were taken
     extra: dict = field(default_factory=dict)
 
 
@@ -288,6 +290,7 @@ class Staging:
             raise
         if growth > 0:
             oi.size = end
+        oi.changes += 1
         ck = oi.ck
         if ck is not None:
             if offset == ck.length:
@@ -314,6 +317,7 @@ class Staging:
         if growth > 0 and not self.cache.try_charge(growth):
             raise FsError(errno.ENOSPC, "cache full")
         os.ftruncate(oi.fd, size)
+        oi.changes += 1
         if growth < 0:
             self.cache.uncharge(-growth)
         oi.size = size
@@ -368,16 +372,32 @@ class Staging:
             os.close(oi.fd)
             return None
         sums = oi.ck.sums if oi.ck is not None and oi.ck.length == oi.size else None
-        return SessionEnd(oi, sums, oi.fd, True)
+        return SessionEnd(oi, sums, oi.fd, True, oi.changes)
+
+    def end_session(self, fh: int) -> SessionEnd | None:
+        """close(2) of the inode's only handle ends its modification session at once, so
+        that right after close the file's state and checksums are what a user expects
+        (release, the last reference going away, comes later and asynchronously)."""
+        h = self.handle(fh)
+        oi = h.oi
+        self.flush_attrs(oi)
+        if oi.handles != 1 or not oi.modifying:
+            return None
+        sums = oi.ck.sums if oi.ck is not None and oi.ck.length == oi.size else None
+        return SessionEnd(oi, sums, oi.fd, False, oi.changes)
 
     @staticmethod
     def compute_sums(end: SessionEnd) -> None:
         """Blocking: re-read the cache file when writes were not sequential."""
         end.sums = file_sums(end.fd, end.oi.size)
 
-    def finish(self, end: SessionEnd) -> None:
+    def finish(self, end: SessionEnd) -> bool:
+        """Commit the end of a session; False (nothing done) if the file changed since
+        its sums were taken (a write through a duplicated descriptor meanwhile)."""
         oi = end.oi
         assert end.sums is not None
+        if not end.close_fd and (end.changes != oi.changes or not oi.modifying):
+            return False
         family, _group = self.family_of(oi.inode)
         try:
             with self.cat.tx():
@@ -394,10 +414,13 @@ class Staging:
                     ),
                 )
                 self.queue.enqueue_write(oi.bitfile, family)
+            oi.modifying = False  # a later write through a dup'ed fd opens a new session
+            self.flush_attrs(oi)
         finally:
             if end.close_fd:
                 os.close(end.fd)
         self.on_queued()
+        return True
 
     def fsync(self, fh: int) -> int:
         """Persist attributes; returns the fd the caller must fsync (in a worker thread)."""

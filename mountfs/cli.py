@@ -33,7 +33,12 @@ EXIT_USAGE = 2
 
 #: modules adding command groups: each has `register(add)`, where
 #: `add(name, function, help) -> argparse.ArgumentParser` adds one subcommand
-COMMAND_MODULES: list[str] = ["mountfs.cmd_library", "mountfs.cmd_serve"]
+COMMAND_MODULES: list[str] = [
+    "mountfs.cmd_library",
+    "mountfs.cmd_serve",
+    "mountfs.cmd_tape",
+    "mountfs.cmd_subscribe",
+]
 
 # markup off: paths and messages may contain [brackets] that are not rich markup
 out = Console(highlight=False, soft_wrap=True, markup=False)

@@ -27,7 +27,7 @@ from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
 from backend.daemon import ArchiveDaemon
 from backend.errors import FsError
-from backend.staging import Handle, NeedsRecall
+from backend.staging import Handle, NeedsRecall, SessionEnd
 from backend.xattrs import Xattrs
 
 log = logging.getLogger("reelfs.fs")
@@ -440,8 +440,9 @@ class ReelFS(pyfuse3.Operations):
 
     @fuse_op
     async def flush(self, fh: int) -> None:
-        h = self.staging.handle(fh)
-        self.staging.flush_attrs(h.oi)
+        end = self.staging.end_session(fh)
+        if end is not None:
+            await self._end_session(end)
 
     @fuse_op
     async def release(self, fh: int) -> None:
@@ -451,13 +452,16 @@ class ReelFS(pyfuse3.Operations):
         h = self.staging.handles.get(fh)
         end = self.staging.release(fh)
         if end is not None:
-            if end.sums is None:
-                await trio.to_thread.run_sync(self.staging.compute_sums, end)
-            with self._change(queued=True):
-                self.staging.finish(end)
-                self._notify("closed", end.oi.inode)
+            await self._end_session(end)
         if h is not None and not self.staging.is_open(h.oi.inode):
             self._maybe_drop(h.oi.inode)
+
+    async def _end_session(self, end: SessionEnd) -> None:
+        if end.sums is None:
+            await trio.to_thread.run_sync(self.staging.compute_sums, end)
+        with self._change(queued=True):
+            if self.staging.finish(end):
+                self._notify("closed", end.oi.inode)
 
     @fuse_op
     async def fsync(self, fh: int, datasync: bool) -> None:

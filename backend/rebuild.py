@@ -1,0 +1,530 @@
+"""Rebuilding the catalog from the tapes alone: `reelfs rebuild-catalog --from-tapes`.
+
+Every volume in the library is read (labels, pax headers, the `REELFS.*` records of every
+member; the data is spaced over, not read) and a new catalog is made from what is found:
+
+* volumes: layout (VOL1 or none), block size, end of data, data files, bytes, family;
+* bitfiles: one per `REELFS.bfid` of this archive, with its bfid (and so its id) kept.
+  A bfid met more than once with different data (a file changed while it was being
+  written, whose first copy the mover then discarded) keeps the data with the newest
+  mtime; every place that data is on tape becomes one of its tape copies (copy 1, 2...
+  in volume order), the other places deleted copies;
+* the namespace: each bitfile's `REELFS.path`; of several bitfiles with one path the
+  newest (highest id: created last) wins, the others are kept as deleted versions.
+  Directories are created as needed (mode 755, owned by whoever rebuilds); a directory
+  whose files all belong to one family gets it as `user.reelfs.file_family`.
+
+Only what a mover committed counts: a data file cut short by a crash (no filemark, or
+on a labelled volume no trailer labels) is left out, and the volume's end of data is
+put before it, as the lost catalog had it.
+
+What the tapes cannot tell is lost with the catalog: renames and deletions made after a
+file was written (it comes back under its old path), empty directories, directory
+modes, policy xattrs other than the family, files never written to tape. Cache files of
+rebuilt files are kept when their checksums match (the file is then `archived`); any
+other cache file is moved to ARCHIVE/lost+found, never deleted.
+
+The new catalog is written beside the old one and renamed into place at the end; an
+existing catalog is kept as `catalog.db.before-rebuild.TIME` (and only replaced with
+`--force`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from backend.cache import Cache
+from backend.catalog import events
+from backend.catalog.db import Catalog, open_catalog
+from backend.catalog.files import ARCHIVED, DELETED, RELEASED
+from backend.catalog.namespace import Namespace
+from backend.catalog.schema import ROOT_INODE
+from backend.checksum import file_sums
+from backend.config import Config, parse_size
+from backend.errors import ArchiveError, FsError
+from backend.offline import volume_in_drive
+from backend.recovery import reconcile_library
+from backend.tapelayout import ANSI, BOT_READ, NONE, read_bot, volser_for
+from drivers import open_library
+from drivers.formats import pax
+from drivers.formats.errors import FormatError
+from drivers.formats.foreign import SNIFF_BYTES, Format, sniff
+from drivers.formats.records import RecordSource
+from drivers.formats.tarheaders import HeaderReader
+from drivers.tape import Library, TapeDrive, TapeError
+
+#: a volume is full once this much of it is used (the drives' early warning)
+FULL_FRACTION = 0.95
+
+
+@dataclass
+class Occurrence:
+    """One member written by a reelfs mover, where it is on tape and what it says."""
+
+    volume: str
+    fileno: int
+    block: int
+    record: int
+    offset: int
+    name: str
+    size: int
+    mtime_ns: int
+    mode: int
+    uid: int
+    gid: int
+    bfid: str
+    version: int
+    family: str
+    path: str
+    archive: str
+    adler32: int | None
+    crc32c: int | None
+    order: int = 0  # position in the scan, volume by volume: later means written later
+
+
+@dataclass
+class VolumeScan:
+    label: str
+    blank: bool = False
+    layout: str = NONE
+    volser: str | None = None
+    block_size: int | None = None
+    eod_block: int = 0
+    data_files: int = 0
+    bytes: int = 0
+    members: list[Occurrence] = field(default_factory=list)
+    foreign_files: int = 0  # data files that are not reelfs pax
+    remaining: int | None = None  # what the drive says is left before early warning
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RebuildReport:
+    volumes_scanned: int = 0
+    files: int = 0
+    versions: int = 0  # bitfiles, deleted versions included
+    copies: int = 0
+    directories: int = 0
+    cached: int = 0
+    lost_and_found: int = 0
+    other_archives: int = 0  # members written by another archive, left out
+    previous: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _hex(value: str | None) -> int | None:
+    try:
+        return int(value, 16) if value else None
+    except ValueError:
+        return None
+
+
+def scan_volume(drive: TapeDrive, label: str, order_base: int = 0) -> VolumeScan:
+    """Read a reelfs volume's labels and pax headers from BOT to end of data."""
+    vs = VolumeScan(label)
+    bot = read_bot(drive)
+    if bot.kind == "blank":
+        vs.blank = True
+        return vs
+    if bot.vol1 is not None:
+        vs.layout, vs.volser = ANSI, bot.vol1.volser
+    drive.set_block_size(0)
+    drive.rewind()
+    unconfirmed: tuple[list[Occurrence], int] | None = None  # awaiting its trailer labels
+    fileno = 0
+    while True:
+        start = drive.read_position().block
+        source = RecordSource(drive, BOT_READ)
+        head = source.peek(SNIFF_BYTES)
+        if not head and source.ended_by == "eod":
+            break
+        fmt = sniff(head, source.first_record_length)
+        if fmt == Format.ANSI_LABEL:
+            source.drain()
+            if head[:4] == b"EOF1" and unconfirmed is not None and source.ended_by == "filemark":
+                vs.members += unconfirmed[0]
+                vs.bytes += unconfirmed[1]
+                vs.eod_block = drive.read_position().block
+                vs.data_files = fileno
+                unconfirmed = None
+            continue
+        if fmt == Format.EMPTY:
+            continue
+        if unconfirmed is not None:
+            vs.notes.append(f"{label} data file {fileno - 1} has no trailer labels: left out")
+            unconfirmed = None
+        members: list[Occurrence] = []
+        record_len = source.first_record_length or 0
+        if fmt.is_tar and record_len and record_len % 512 == 0:
+            vs.block_size = vs.block_size or record_len
+            source.fixed_size = record_len  # reelfs records are all one size: space over data
+            try:
+                members = _pax_members(source, label, fileno, start, order_base)
+            except FormatError as e:
+                vs.notes.append(f"{label} data file {fileno}: {e.message}; left out")
+                members = []
+        else:
+            vs.foreign_files += 1
+            vs.notes.append(f"{label} data file {fileno} is {fmt.value}, not reelfs data")
+        source.drain()
+        end = drive.read_position().block
+        complete = source.ended_by == "filemark"
+        fileno += 1
+        nbytes = max(0, end - start - 1) * record_len
+        if not complete:
+            vs.notes.append(
+                f"{label} data file {fileno - 1} ends without a filemark (a write cut short): "
+                "left out"
+            )
+            break
+        if vs.layout == NONE:
+            vs.members += members
+            vs.bytes += nbytes
+            vs.eod_block, vs.data_files = end, fileno
+        else:
+            unconfirmed = (members, nbytes)
+    if unconfirmed is not None:
+        vs.notes.append(f"{label} data file {fileno - 1} has no trailer labels: left out")
+    try:
+        vs.remaining = drive.remaining_capacity()
+    except TapeError:
+        vs.remaining = None
+    return vs
+
+
+def _pax_members(
+    source: RecordSource, label: str, fileno: int, start: int, order_base: int
+) -> list[Occurrence]:
+    reader = HeaderReader(source)
+    out: list[Occurrence] = []
+    while True:
+        record, offset = source.location()
+        ti = reader.next_header()
+        if ti is None:
+            return out
+        if ti.isreg():
+            info = pax.member_info(ti)
+            r = info.records
+            bfid = r.get(pax.REELFS_BFID)
+            if bfid:
+                out.append(
+                    Occurrence(
+                        volume=label,
+                        fileno=fileno,
+                        block=start,
+                        record=record,
+                        offset=offset,
+                        name=info.name,
+                        size=info.size,
+                        mtime_ns=info.mtime_ns,
+                        mode=info.mode,
+                        uid=info.uid,
+                        gid=info.gid,
+                        bfid=bfid,
+                        version=int(r.get(pax.REELFS_VERSION, "1") or 1),
+                        family=r.get(pax.REELFS_FAMILY, "") or "default",
+                        path=r.get(pax.REELFS_PATH) or "/" + info.name,
+                        archive=r.get(pax.REELFS_ARCHIVE, ""),
+                        adler32=_hex(r.get(pax.REELFS_ADLER32)),
+                        crc32c=_hex(r.get(pax.REELFS_CRC32C)),
+                        order=order_base + start * 1_000_000 + record,
+                    )
+                )
+        reader.skip_to_next(f"data of {ti.name!r}")
+
+
+def _capacity(config: Config, lib_path: Path, barcode: str, default: int) -> int:
+    """A cartridge's capacity: the emulated cartridge's own header, else the configured
+    default (what a real library's catalog was given)."""
+    if config.library.type == "emulated":
+        try:
+            from drivers.emulated.image import read_header
+            from drivers.emulated.layout import LibraryDir
+
+            return read_header(LibraryDir(lib_path).tape(barcode)).capacity
+        except (OSError, ValueError, ImportError):
+            pass
+    return default
+
+
+def rebuild(
+    config: Config, *, force: bool = False, progress: Callable[[str], None] = lambda s: None
+) -> RebuildReport:
+    """Scan every volume and write a new catalog (the caller holds the archive lock)."""
+    target = config.catalog_path
+    if target.exists() and not force:
+        raise ArchiveError(
+            f"{target} exists: give --force to replace it (it is kept aside), or move it away"
+        )
+    work = target.with_name(target.name + ".rebuilding")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(work) + suffix).unlink(missing_ok=True)
+    rep = RebuildReport()
+    lib = open_library(config.library.spec, config.archive)
+    cat = open_catalog(work, create=True)
+    try:
+        cat.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('archive_id', ?)",
+            (config.archive_id,),
+        )
+        configured = parse_size(config.raw["library"].get("default_capacity", 0) or 0)
+        lib_path = config.archive / config.library.spec.get("path", "library")
+        reconcile_library(
+            cat,
+            lib.changer,
+            media_type=config.library.type,
+            default_capacity=configured,
+        )
+        scans = _scan_all(config, lib, cat, lib_path, configured, rep, progress)
+        _build(config, cat, scans, rep)
+        _adopt_cache(config, cat, rep)
+        events.record(
+            cat,
+            "catalog_rebuilt",
+            f"catalog rebuilt from {rep.volumes_scanned} volume(s): {rep.files} file(s), "
+            f"{rep.copies} tape copies",
+            level="warning",
+        )
+        cat.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except BaseException:
+        cat.close()
+        lib.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(work) + suffix).unlink(missing_ok=True)
+        raise
+    cat.close()
+    lib.close()
+    if target.exists():
+        keep = target.with_name(f"{target.name}.before-rebuild.{time.strftime('%Y%m%dT%H%M%S')}")
+        for suffix in ("-wal", "-shm", ""):
+            old = Path(str(target) + suffix)
+            if old.exists():
+                os.replace(old, str(keep) + suffix)
+        rep.previous = str(keep)
+    os.replace(work, target)
+    return rep
+
+
+def _scan_all(
+    config: Config,
+    lib: Library,
+    cat: Catalog,
+    lib_path: Path,
+    configured: int,
+    rep: RebuildReport,
+    progress: Callable[[str], None],
+) -> list[VolumeScan]:
+    scans = []
+    labels = [
+        r[0] for r in cat.all("SELECT label FROM volumes WHERE state != 'cleaning' ORDER BY label")
+    ]
+    for i, label in enumerate(labels):
+        capacity = _capacity(config, lib_path, label, configured)
+        if capacity:
+            cat.execute("UPDATE volumes SET capacity=? WHERE label=?", (capacity, label))
+        progress(f"scanning {label} ({i + 1} of {len(labels)})")
+        with volume_in_drive(lib, label) as drive:
+            vs = scan_volume(drive, label, order_base=i * 10**15)
+        rep.volumes_scanned += 1
+        rep.notes += vs.notes
+        scans.append(vs)
+        progress(
+            f"  {label}: "
+            + (
+                "blank"
+                if vs.blank
+                else f"{vs.data_files} data file(s), {len(vs.members)} member(s)"
+            )
+        )
+    return scans
+
+
+def _build(config: Config, cat: Catalog, scans: list[VolumeScan], rep: RebuildReport) -> None:
+    aid = config.archive_id
+    by_bfid: dict[str, list[Occurrence]] = defaultdict(list)
+    for vs in scans:
+        for occ in vs.members:
+            if occ.archive != aid or not occ.bfid.startswith(aid) or not occ.bfid[8:].isdigit():
+                rep.other_archives += 1
+                continue
+            by_bfid[occ.bfid].append(occ)
+    # the data each bfid ends up with, and where it is
+    chosen: dict[str, tuple[Occurrence, list[Occurrence], list[Occurrence]]] = {}
+    for bfid, occs in by_bfid.items():
+        groups: dict[tuple, list[Occurrence]] = defaultdict(list)
+        for o in occs:
+            groups[(o.size, o.adler32, o.crc32c)].append(o)
+        best = max(groups.values(), key=lambda g: max((o.mtime_ns, o.order) for o in g))
+        newest = max(best, key=lambda o: o.order)
+        stale = [o for o in occs if o not in best]
+        chosen[bfid] = (newest, sorted(best, key=lambda o: (o.volume, o.order)), stale)
+    # the namespace: of several bitfiles with one path, the newest
+    by_path: dict[str, list[str]] = defaultdict(list)
+    for bfid, (o, _, _) in chosen.items():
+        by_path[o.path].append(bfid)
+    winners = {max(bfids, key=lambda b: int(b[8:])) for bfids in by_path.values()}
+    ns = Namespace(cat)
+    dirs: dict[str, int] = {"/": ROOT_INODE}
+    dir_families: dict[int, Counter] = defaultdict(Counter)
+    uid, gid = os.getuid(), os.getgid()
+    now = time.time_ns()
+    archived_on: Counter = Counter()
+    with cat.tx():
+        for bfid, (o, copies, stale) in sorted(chosen.items(), key=lambda kv: int(kv[0][8:])):
+            bid = int(bfid[8:])
+            inode = None
+            if bfid in winners:
+                try:
+                    inode = _file(ns, dirs, o, uid, gid)
+                    dir_families[ns.parent_of(inode) or ROOT_INODE][o.family] += 1
+                except FsError as e:
+                    rep.notes.append(f"{o.path}: {e.strerror}; its data stays as {bfid}")
+            state = RELEASED if inode is not None else DELETED
+            cat.execute(
+                "INSERT INTO bitfiles(id, bfid, inode, version, size, adler32, crc32c, state, "
+                "family, path, created_ns, modified_ns, archived_ns, accessed_ns) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    bid,
+                    bfid,
+                    inode,
+                    o.version,
+                    o.size,
+                    o.adler32,
+                    o.crc32c,
+                    state,
+                    o.family,
+                    o.path,
+                    o.mtime_ns,
+                    o.mtime_ns,
+                    now,
+                    now,
+                ),
+            )
+            if inode is not None:
+                cat.execute("UPDATE inodes SET bitfile=? WHERE id=?", (bid, inode))
+                rep.files += 1
+            rep.versions += 1
+            live = "active" if inode is not None else "deleted"
+            for n, c in enumerate(copies, 1):
+                _copy(cat, bid, c, n, live, now)
+                # volumes.files counts the files archived there, later versions or not
+                archived_on[c.volume] += 1
+                if inode is not None:
+                    rep.copies += 1
+            for c in stale:
+                _copy(cat, bid, c, 0, "deleted", now)
+        for parent, fams in dir_families.items():
+            (fam, n), *_ = fams.most_common(1)
+            if len(fams) == 1 and fam != "default" and parent != ROOT_INODE:
+                ns.set_xattr(
+                    parent, b"user.reelfs.file_family", fam.encode(), create=False, replace=False
+                )
+        rep.directories = len(dirs) - 1
+        for vs in scans:
+            _volume(cat, config, vs, archived_on[vs.label])
+
+
+def _file(ns: Namespace, dirs: dict[str, int], o: Occurrence, uid: int, gid: int) -> int:
+    parts = [p for p in o.path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise FsError(22, "not an archive path")
+    cur, path = ROOT_INODE, ""
+    for p in parts[:-1]:
+        path += "/" + p
+        if path not in dirs:
+            name = p.encode("utf-8", "surrogateescape")
+            existing = ns.entry_inode(cur, name)
+            if existing is not None and ns.get(existing).is_dir:
+                dirs[path] = existing
+            else:
+                dirs[path] = ns.create(cur, name, stat.S_IFDIR | 0o755, uid, gid).id
+        cur = dirs[path]
+    node = ns.create(
+        cur, parts[-1].encode("utf-8", "surrogateescape"), stat.S_IFREG | o.mode, o.uid, o.gid
+    )
+    ns.set_attrs(node.id, size=o.size, mtime_ns=o.mtime_ns, atime_ns=o.mtime_ns)
+    return node.id
+
+
+def _copy(cat: Catalog, bid: int, o: Occurrence, copy: int, state: str, now: int) -> None:
+    cat.execute(
+        "INSERT INTO tape_copies(bitfile, volume, copy, fileno, block, record, offset, length, "
+        "state, written_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (bid, o.volume, copy or 1, o.fileno, o.block, o.record, o.offset, o.size, state, now),
+    )
+
+
+def _volume(cat: Catalog, config: Config, vs: VolumeScan, files: int) -> None:
+    if vs.blank:
+        return
+    families = Counter(o.family for o in vs.members)
+    family = families.most_common(1)[0][0] if families else None
+    capacity = int(cat.value("SELECT capacity FROM volumes WHERE label=?", (vs.label,)) or 0)
+    # the mover's rule: a volume that cannot take a file of two records is full
+    least = 2 * (vs.block_size or config.library.block_size)
+    left = vs.remaining if vs.remaining is not None else capacity - vs.bytes
+    if vs.foreign_files and not vs.members:
+        state, error = "noaccess", "holds data reelfs did not write (see reelfs import-volume)"
+    elif (capacity and vs.bytes >= FULL_FRACTION * capacity) or left < least:
+        state, error = "full", None
+    else:
+        state, error = "writable", None
+    cat.execute(
+        "UPDATE volumes SET state=?, error=?, family=?, label_format=?, volser=?, block_size=?, "
+        "eod_block=?, next_fileno=?, files=?, bytes_used=? WHERE label=?",
+        (
+            state,
+            error,
+            family,
+            vs.layout,
+            vs.volser or (volser_for(vs.label) if vs.layout == ANSI else None),
+            vs.block_size,
+            vs.eod_block,
+            vs.data_files,
+            files,
+            vs.bytes,
+            vs.label,
+        ),
+    )
+
+
+def _adopt_cache(config: Config, cat: Catalog, rep: RebuildReport) -> None:
+    """Keep cache files whose data is a rebuilt file's; move the rest to lost+found."""
+    cc = config.cache
+    cache = Cache(cc.path, cc.size, cc.high_watermark, cc.low_watermark)
+    lost = config.archive / "lost+found"
+    for bfid in sorted(cache.bfids()):
+        row = cat.one(
+            "SELECT id, size, adler32, crc32c FROM bitfiles WHERE bfid=? AND state=?",
+            (bfid, RELEASED),
+        )
+        path = cache.path(bfid)
+        if row is not None and path.stat().st_size == row[1]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                sums = file_sums(fd, row[1])
+            finally:
+                os.close(fd)
+            if (sums.adler32, sums.crc32c) == (row[2], row[3]):
+                with cat.tx():
+                    cat.execute("UPDATE bitfiles SET state=? WHERE id=?", (ARCHIVED, row[0]))
+                rep.cached += 1
+                continue
+        lost.mkdir(exist_ok=True)
+        shutil.move(str(path), lost / bfid)
+        rep.lost_and_found += 1
+    if rep.lost_and_found:
+        rep.notes.append(
+            f"{rep.lost_and_found} cache file(s) matching no rebuilt file moved to {lost}"
+        )
