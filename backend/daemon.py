@@ -238,6 +238,7 @@ class ArchiveDaemon:
             recall_done=self._recall_done_from_thread,
             archived=self._archived_from_thread,
             archived_many=self._archived_many_from_thread,
+            fault=self.take_fault,
         )
         m = Mover(
             name=name,

@@ -52,6 +52,8 @@ log = logging.getLogger("reelfs.lm")
 
 #: how often the same "no volume" complaint may be repeated as an event
 COMPLAINT_INTERVAL = 300.0
+#: how long the list of due families is reused while nothing changes
+DUE_CACHE = 1.0
 JOB = "job"
 #: an aggregated member's pax and ustar headers (with a long path) and padding, at most
 MEMBER_OVERHEAD = 8192
@@ -126,6 +128,7 @@ class LibraryManager:
         self.cond = threading.Condition()
         self._scheduling = threading.Lock()
         self._complained: dict[str, float] = {}
+        self._due_cache: tuple[int, float, list[tuple[str, str]]] | None = None
         self.generation = 0  # bumped on every wake-up, so waiters can tell
         self.jobs: list[TapeJob] = []
         self._failed_copies: dict[int, set[int]] = {}  # recall request -> tape copy ids
@@ -330,7 +333,22 @@ class LibraryManager:
     def _due_families(self, cat: Catalog, now: int) -> list[tuple[str, str]]:
         """(family, which of its files to write now: 'small' or 'large'), most urgent
         first. A batch is either one aggregate of small files or large files only: small
-        files first when both are due."""
+        files first when both are due.
+
+        The answer scans the queue, so it is kept until something changes (a wake-up) or
+        for `DUE_CACHE` seconds: idle movers polling a large queue cost almost nothing."""
+        cached = self._due_cache
+        if (
+            cached is not None
+            and cached[0] == self.generation
+            and time.monotonic() - cached[1] < DUE_CACHE
+        ):
+            return list(cached[2])
+        due = self._compute_due(cat, now)
+        self._due_cache = (self.generation, time.monotonic(), due)
+        return list(due)
+
+    def _compute_due(self, cat: Catalog, now: int) -> list[tuple[str, str]]:
         delay_ns = int(self.config.mover.flush_delay * 1e9)
         agg = self.config.aggregation
         age_ns = int(agg.age * 1e9)

@@ -101,6 +101,7 @@ from drivers.tape import (
 log = logging.getLogger("reelfs.mover")
 
 RETRY_DELAY = 5.0
+MAX_FAILURES = 3  # unexpected errors in a row before the mover takes its drive down
 
 
 class VolumeUnavailable(Exception):
@@ -152,6 +153,8 @@ class MoverHooks:
     # tape file of small files archives thousands at once, and a hook that waits for the
     # daemon's event loop costs a round trip each time.
     archived_many: Callable[[list[int]], None] | None = None
+    # tests arm failures through the daemon's control socket ("inject_fault mover")
+    fault: Callable[[str], bool] = lambda name: False
 
 
 class Mover(threading.Thread):
@@ -186,6 +189,7 @@ class Mover(threading.Thread):
         self.session = "idle"
         self.down = False
         self.dismount_requested = False  # the operator wants the mounted volume out
+        self.failures = 0  # unexpected errors in a row
         self.cat: Catalog | None = None
         self.lm.register(name)
 
@@ -461,6 +465,8 @@ class Mover(threading.Thread):
             return
         pending = list(work.requests)
         try:
+            if self.hooks.fault("mover"):
+                raise RuntimeError("injected fault in the mover")
             if self.mounted != work.volume:
                 if self.mounted:
                     self.dismount()
@@ -477,9 +483,29 @@ class Mover(threading.Thread):
         except TapeError as e:
             self._tape_error(work, pending, e)
         except Exception as e:
+            # a bug must not take the drive's mover away for good: requeue, reset the
+            # drive, carry on; only a mover that keeps failing takes its drive down
             log.exception("mover %s: %s work on %s failed", self.drive_name, work.kind, work.volume)
             self._requeue(pending, f"unexpected error: {e}", delay=RETRY_DELAY)
-            raise
+            self.failures += 1
+            events.record(
+                self.cat,
+                "mover_error",
+                f"unexpected error: {e!r}",
+                subject=self.drive_name,
+                level="error",
+                volume=work.volume,
+                in_a_row=self.failures,
+            )
+            if self.failures >= MAX_FAILURES:
+                self._drive_down(f"the mover failed {self.failures} times in a row: {e!r}")
+                return
+            try:
+                self.dismount()
+            except Exception:
+                log.exception("mover %s: dismount after an unexpected error", self.drive_name)
+        else:
+            self.failures = 0
 
     # operator jobs
 

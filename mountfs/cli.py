@@ -165,6 +165,11 @@ def cmd_umount(a: argparse.Namespace) -> int:
 
 def _pending_done(cat: Any, files0: int, bytes0: int) -> tuple[int, bool]:
     files, nbytes = admin.pending_writes(cat)
+    if files and not cat.value("SELECT count(*) FROM drives WHERE state='up'"):
+        raise ArchiveError(
+            f"no drive is up: {files} file(s) cannot go to tape now; put a drive back "
+            "(reelfs drive up NAME) or unmount with --no-wait to leave them queued"
+        )
     done = (bytes0 - nbytes) if bytes0 else (files0 - files)
     return max(0, done), files == 0
 

@@ -119,6 +119,7 @@ def test_writes_wait_for_flush_delay_unless_urgent_or_a_full_batch(
     assert lm.next_work("d0", cat) is None  # too young, too few
     b3 = new_file(cat)
     q.enqueue_write(b3, "default")
+    lm.wake()  # whoever queues work wakes the library manager
     w = lm.next_work("d0", cat)
     assert w is not None and [r.bitfile for r in w.requests] == [b1, b2, b3]
     lm.finished("d0")
@@ -126,8 +127,18 @@ def test_writes_wait_for_flush_delay_unless_urgent_or_a_full_batch(
     q.enqueue_write(b4, "other")
     assert lm.next_work("d1", cat) is None
     q.make_urgent([b4])
+    lm.wake()
     w = lm.next_work("d1", cat)
     assert w is not None and w.family == "other"
+
+
+def test_the_due_list_is_reused_until_something_changes(cat: Catalog, tmp_path: Path) -> None:
+    lm = lm_for(tmp_path)
+    assert lm.next_work("d0", cat) is None
+    RequestQueue(cat).enqueue_write(new_file(cat), "default", urgent=True)
+    assert lm.next_work("d0", cat) is None  # nobody said anything changed
+    lm.wake()
+    assert lm.next_work("d0", cat) is not None
 
 
 def test_open_files_are_not_written(cat: Catalog, tmp_path: Path) -> None:
@@ -137,6 +148,7 @@ def test_open_files_are_not_written(cat: Catalog, tmp_path: Path) -> None:
     cat.execute("UPDATE bitfiles SET writers=1 WHERE id=?", (b,))
     assert lm.next_work("d0", cat) is None
     cat.execute("UPDATE bitfiles SET writers=0 WHERE id=?", (b,))
+    lm.wake()
     assert lm.next_work("d0", cat) is not None
 
 

@@ -312,3 +312,45 @@ def test_write_protected_volume_becomes_readonly_and_the_file_goes_elsewhere(
     vols = {v["label"]: v for v in mounted.json("volumes")}
     assert vols["RF0001"]["state"] == "readonly"
     assert "write-protected" in vols["RF0001"]["error"]
+
+
+def test_umount_says_so_when_no_drive_can_write(mounted: Mount) -> None:
+    for name in ("drive0", "drive1"):
+        mounted.cli("drive", "down", name, "--archive", str(mounted.archive))
+    (mounted.mnt / "stuck.dat").write_bytes(b"s")
+    p = mounted.cli("umount", str(mounted.mnt), check=False)
+    assert p.returncode == 1 and "no drive is up" in p.stderr.decode()
+    assert os.path.ismount(mounted.mnt)  # nothing was lost or hidden: still mounted
+    mounted.umount("--no-wait")
+
+
+def test_a_mover_survives_an_unexpected_error(mounted: Mount) -> None:
+    sock = mounted.archive / "run" / "reelfsd.sock"
+    call(sock, "inject_fault", target="mover", count=1)
+    f = mounted.mnt / "once.dat"
+    f.write_bytes(b"g" * 1000)
+    mounted.flush(f)  # the first attempt fails, the retry succeeds
+    assert mounted.state(f) == "archived"
+    (ev,) = mounted.events("mover_error")
+    assert "injected fault" in ev["message"]
+    assert all(d["state"] == "up" for d in mounted.json("drives"))
+
+
+def test_a_mover_that_keeps_failing_takes_its_drive_down(mounted: Mount) -> None:
+    arch = ["--archive", str(mounted.archive)]
+    mounted.cli("drive", "down", "drive1", *arch)  # all the work goes to drive0
+    call(mounted.archive / "run" / "reelfsd.sock", "inject_fault", target="mover", count=3)
+    f = mounted.mnt / "thrice.dat"
+    f.write_bytes(b"t" * 1000)
+    mounted.cli("flush", str(f))
+
+    def drive0() -> dict:
+        return {d["name"]: d for d in mounted.json("drives")}["drive0"]
+
+    wait_for(lambda: drive0()["state"] == "down", timeout=120, what="drive0 down")
+    assert "failed 3 times in a row" in drive0()["reason"]
+    assert len(mounted.events("mover_error")) == 3
+    assert mounted.state(f) == "dirty"  # nothing lost: still queued
+    mounted.cli("drive", "up", "drive1", *arch)
+    mounted.flush(f)
+    assert mounted.state(f) == "archived"
