@@ -25,8 +25,9 @@ class Cache:
         self._lock = threading.Lock()
         self._used = 0
         self._tmp_seq = 0
-        self.data.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        for i in range(256):  # made once, not on a file create's path
+            (self.data / f"{i:02x}").mkdir(parents=True, exist_ok=True)
 
     # -- paths -----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ volume is full and the file is written again on another volume (never split).
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import threading
@@ -724,7 +725,11 @@ class Mover(threading.Thread):
             if writer.early_warning:
                 break  # the volume is nearly full: close this tape file with what it has
             try:
-                src = open(self.cache.path(m.bf.bfid), "rb", buffering=0)  # noqa: SIM115
+                src = (
+                    io.BytesIO(b"")  # an empty file has no cache file
+                    if m.bf.size == 0
+                    else open(self.cache.path(m.bf.bfid), "rb", buffering=0)  # noqa: SIM115
+                )
             except FileNotFoundError:
                 # gone since the batch was made (a new version took over): nothing of it
                 # is on tape yet, the next member takes its place

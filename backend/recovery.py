@@ -141,10 +141,18 @@ def recover(cat: Catalog, cache: Cache, archive_id: str, *, clean: bool = False)
     wanted = {
         r[0]: r[1]
         for r in cat.all(
-            "SELECT bfid, state FROM bitfiles WHERE state IN (?, ?)", (DIRTY, ARCHIVED)
+            # empty files have no cache file
+            "SELECT bfid, state FROM bitfiles WHERE state IN (?, ?) AND size > 0",
+            (DIRTY, ARCHIVED),
         )
     }
-    for bfid in on_disk - set(wanted):
+    empty = {
+        r[0]
+        for r in cat.all(
+            "SELECT bfid FROM bitfiles WHERE state IN (?, ?) AND size = 0", (DIRTY, ARCHIVED)
+        )
+    }
+    for bfid in on_disk - set(wanted) - empty:
         os.unlink(cache.path(bfid))
         rep.stray_cache_files += 1
     for bfid, state in wanted.items():

@@ -30,6 +30,7 @@ from backend.errors import FsError
 log = logging.getLogger("reelfs.staging")
 
 DEFAULT_FAMILY = "default"
+NO_FILE = -1  # an empty file's OpenInode.fd until its first byte: it has no cache file
 FAMILY_XATTR = b"user.reelfs.file_family"
 GROUP_XATTR = b"user.reelfs.storage_group"
 
@@ -56,6 +57,7 @@ class OpenInode:
     attrs_dirty: bool = False
     ck: Checksummer | None = None
     changes: int = 0  # writes and truncates so far: tells whether sums went stale
+    created: bool = False  # made by create(2): announced at close even if never written
 
 
 @dataclass
@@ -110,30 +112,29 @@ class Staging:
         )
 
     def new_file(self, node: Inode) -> Bitfile:
-        """Give a just-created regular file its first (empty, dirty) version."""
-        bf, fd = self._new_file(node)
-        os.close(fd)
-        return bf
+        """Give a just-created regular file its first (empty, dirty) version.
 
-    def _new_file(self, node: Inode) -> tuple[Bitfile, int]:
+        An empty file has no cache file: it is made at the first byte written (creating
+        one per create doubled the cost of making files)."""
         family, group = self.family_of(node.id)
         with self.cat.tx():
             bf = self.files.create(node.id, family=family, storage_group=group)
             # not due before [mover] flush_delay: no need to wake the library manager
             self.queue.enqueue_write(bf.id, family)
-        return bf, self.cache.create(bf.bfid)
+        return bf
 
     def create(self, node: Inode, flags: int) -> Handle:
-        """create(2): a new file's first version, opened (one cache file open, no more)."""
-        bf, fd = self._new_file(node)
+        """create(2): a new file's first version, opened."""
+        bf = self.new_file(node)
         oi = OpenInode(
             inode=node.id,
             bitfile=bf.id,
             bfid=bf.bfid,
-            fd=fd,
+            fd=NO_FILE,
             size=0,
             mtime_ns=node.mtime_ns,
             ctime_ns=node.ctime_ns,
+            created=True,
         )
         self.open_inodes[node.id] = oi
         h = Handle(self._next_fh, oi, flags, (flags & os.O_ACCMODE) != os.O_RDONLY)
@@ -168,20 +169,11 @@ class Staging:
         if bf.state == RELEASED and truncate:
             # All of the old data goes: no need to bring it back from tape.
             bf = self._new_version(node, bf, carry_data=False)
-            fd = self.cache.open(bf.bfid)
+            fd = NO_FILE
         else:
             if bf.state == RELEASED:
                 raise NeedsRecall(bf.id)
-            try:
-                fd = self.cache.open(bf.bfid)
-            except FileNotFoundError:
-                # evicted between the catalog read and the open
-                fresh = self.files.get(bf.id)
-                if fresh is not None and fresh.state == RELEASED:
-                    raise NeedsRecall(bf.id) from None
-                raise FsError(
-                    errno.EIO, f"{bf.bfid}: cache file missing for a {bf.state} file"
-                ) from None
+            fd = self._open_cached(bf)
             self.files.touch(bf.id)
         return OpenInode(
             inode=node.id,
@@ -192,6 +184,27 @@ class Staging:
             mtime_ns=node.mtime_ns,
             ctime_ns=node.ctime_ns,
         )
+
+    def _open_cached(self, bf: Bitfile) -> int:
+        """The cache file of a cached version (NO_FILE for an empty one that has none)."""
+        try:
+            return self.cache.open(bf.bfid)
+        except FileNotFoundError:
+            if bf.size == 0:
+                return NO_FILE
+            # evicted between the catalog read and the open
+            fresh = self.files.get(bf.id)
+            if fresh is not None and fresh.state == RELEASED:
+                raise NeedsRecall(bf.id) from None
+            raise FsError(
+                errno.EIO, f"{bf.bfid}: cache file missing for a {bf.state} file"
+            ) from None
+
+    def _fd(self, oi: OpenInode) -> int:
+        """The open inode's cache file, made now if it had none (its first byte)."""
+        if oi.fd == NO_FILE:
+            oi.fd = self.cache.create(oi.bfid)
+        return oi.fd
 
     def handle(self, fh: int) -> Handle:
         try:
@@ -212,7 +225,7 @@ class Staging:
                 size=old.size if carry_data else 0,
             )
             self.files.supersede(old.id)
-            if carry_data:
+            if carry_data and old.size:
                 try:
                     self.cache.rename(old.bfid, new.bfid)
                 except FileNotFoundError:
@@ -220,10 +233,8 @@ class Staging:
                         raise
                     # evicted under our open descriptor: the data is still readable there
                     self._copy_from_fd(fd, new.bfid, old.size)
-            else:
-                if old.state != RELEASED:
-                    self.cache.remove(old.bfid, old.size)
-                os.close(self.cache.create(new.bfid))
+            elif old.state != RELEASED:
+                self.cache.remove(old.bfid, old.size)
         log.info("inode %d: new version %s replaces %s", node.id, new.bfid, old.bfid)
         return new
 
@@ -250,8 +261,9 @@ class Staging:
         if bf.state != DIRTY:
             node = self.ns.get(oi.inode)
             new = self._new_version(node, bf, carry_data=True, fd=oi.fd)
-            os.close(oi.fd)
-            oi.fd = self.cache.open(new.bfid)
+            if oi.fd != NO_FILE:
+                os.close(oi.fd)
+            oi.fd = self._open_cached(new)
             oi.bitfile, oi.bfid = new.id, new.bfid
             bf = new
         with self.cat.tx():
@@ -283,7 +295,7 @@ class Staging:
         if growth > 0 and not self.cache.try_charge(growth):
             raise FsError(errno.ENOSPC, "cache full")
         try:
-            n = os.pwrite(oi.fd, data, offset)
+            n = os.pwrite(self._fd(oi), data, offset)
         except OSError:
             if growth > 0:
                 self.cache.uncharge(growth)
@@ -303,7 +315,8 @@ class Staging:
         return n
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
-        return os.pread(self.handle(fh).oi.fd, size, offset)
+        fd = self.handle(fh).oi.fd
+        return b"" if fd == NO_FILE else os.pread(fd, size, offset)
 
     def truncate(self, inode: int, size: int) -> None:
         """truncate(2) on a file that is open here, or opened just for this."""
@@ -316,7 +329,8 @@ class Staging:
         growth = size - oi.size
         if growth > 0 and not self.cache.try_charge(growth):
             raise FsError(errno.ENOSPC, "cache full")
-        os.ftruncate(oi.fd, size)
+        if size or oi.fd != NO_FILE:
+            os.ftruncate(self._fd(oi), size)
         oi.changes += 1
         if growth < 0:
             self.cache.uncharge(-growth)
@@ -369,10 +383,21 @@ class Staging:
         del self.open_inodes[oi.inode]
         self.flush_attrs(oi)
         if not oi.modifying:
-            os.close(oi.fd)
+            if oi.fd != NO_FILE:
+                os.close(oi.fd)
             return None
         sums = oi.ck.sums if oi.ck is not None and oi.ck.length == oi.size else None
         return SessionEnd(oi, sums, oi.fd, True, oi.changes)
+
+    def take_created(self, fh: int) -> int | None:
+        """The inode a create(2) made, once, at its close when it was never written (a
+        new empty file is a change to announce too; a written one is announced by its
+        session's end)."""
+        oi = self.handle(fh).oi
+        if not oi.created or oi.modifying:
+            return None
+        oi.created = False
+        return oi.inode
 
     def end_session(self, fh: int) -> SessionEnd | None:
         """close(2) of the inode's only handle ends its modification session at once, so
@@ -389,7 +414,7 @@ class Staging:
     @staticmethod
     def compute_sums(end: SessionEnd) -> None:
         """Blocking: re-read the cache file when writes were not sequential."""
-        end.sums = file_sums(end.fd, end.oi.size)
+        end.sums = Checksummer().sums if end.fd == NO_FILE else file_sums(end.fd, end.oi.size)
 
     def finish(self, end: SessionEnd) -> bool:
         """Commit the end of a session; False (nothing done) if the file changed since
@@ -415,9 +440,10 @@ class Staging:
                 )
                 self.queue.enqueue_write(oi.bitfile, family)
             oi.modifying = False  # a later write through a dup'ed fd opens a new session
+            oi.created = False
             self.flush_attrs(oi)
         finally:
-            if end.close_fd:
+            if end.close_fd and end.fd != NO_FILE:
                 os.close(end.fd)
         self.on_queued()
         return True

@@ -443,6 +443,11 @@ class ReelFS(pyfuse3.Operations):
         end = self.staging.end_session(fh)
         if end is not None:
             await self._end_session(end)
+        elif self.changes is not None:
+            inode = self.staging.take_created(fh)
+            if inode is not None:
+                with self._change():
+                    self._notify("closed", inode)
 
     @fuse_op
     async def release(self, fh: int) -> None:
@@ -466,7 +471,8 @@ class ReelFS(pyfuse3.Operations):
     @fuse_op
     async def fsync(self, fh: int, datasync: bool) -> None:
         fd = self.staging.fsync(fh)
-        await trio.to_thread.run_sync(os.fsync, fd)
+        if fd >= 0:  # an empty file has no cache file to sync
+            await trio.to_thread.run_sync(os.fsync, fd)
         await self.daemon.in_worker(lambda cat: cat.sync())
 
     @fuse_op

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from backend.catalog.db import Catalog
 
 DIRTY, ARCHIVED, RELEASED, DELETED = "dirty", "archived", "released", "deleted"
+EMPTY_ADLER32, EMPTY_CRC32C = 1, 0  # adler32 and CRC-32C of no bytes
 
 _COLS = (
     "id, bfid, inode, version, size, adler32, crc32c, state, family, storage_group, path, "
@@ -94,9 +95,24 @@ class FileClerk:
             bfid = f"{self.archive_id}{next_id:012d}"
             self.cat.execute(
                 "INSERT INTO bitfiles(id, bfid, inode, version, size, state, family, "
-                "storage_group, created_ns, modified_ns, accessed_ns) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (next_id, bfid, inode, version, size, DIRTY, family, storage_group, now, now, now),
+                "storage_group, created_ns, modified_ns, accessed_ns, adler32, crc32c) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    next_id,
+                    bfid,
+                    inode,
+                    version,
+                    size,
+                    DIRTY,
+                    family,
+                    storage_group,
+                    now,
+                    now,
+                    now,
+                    # the sums of no data; a session that writes recomputes them
+                    EMPTY_ADLER32 if size == 0 else None,
+                    EMPTY_CRC32C if size == 0 else None,
+                ),
             )
             self.cat.execute("UPDATE inodes SET bitfile=? WHERE id=?", (next_id, inode))
         bf = self.get(next_id)

@@ -9,6 +9,7 @@ woken through its control socket, and the request waits for it.
 from __future__ import annotations
 
 import errno
+import io
 import threading
 import time
 from typing import BinaryIO
@@ -73,6 +74,8 @@ class ArchiveSource:
         if bf is None:
             raise FileNotFoundError(errno.ENOENT, "no data", relpath)
         if bf.state in (DIRTY, ARCHIVED):
+            if bf.size == 0:
+                return io.BytesIO(b"")  # an empty file has no cache file
             try:
                 return open(self.cache.path(bf.bfid), "rb")
             except FileNotFoundError:

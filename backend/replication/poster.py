@@ -25,7 +25,11 @@ from backend.catalog.files import ARCHIVED, DIRTY, FileClerk
 from backend.catalog.namespace import Inode, Namespace
 from backend.config import Config
 from backend.errors import FsError
-from backend.replication.identity import block_identities, identity_of_file
+from backend.replication.identity import (
+    block_identities,
+    identity_of_chunks,
+    identity_of_file,
+)
 from backend.replication.journal import (
     CLOSED,
     INCOMING_PREFIX,
@@ -232,7 +236,13 @@ class _Builder:
                     for b in blocks
                 ]
         identity: dict[str, str]
-        if method in ("cod", "arbitrary"):
+        if cached and node.size == 0:
+            identity = (
+                identity_of_chunks([b""], method)
+                if method in ("sha512", "md5")
+                else {"method": "cod", "value": cod_algorithm or "sha512"}
+            )
+        elif method in ("cod", "arbitrary"):
             identity = identity_of_file(
                 source or "/dev/null",
                 method,

@@ -297,3 +297,18 @@ def test_idle_volume_is_dismounted_and_put_home(mounted: Mount) -> None:
         what="drives idle and empty",
     )
     assert mounted.events("dismount")
+
+
+def test_empty_files_go_to_tape_and_back(mounted: Mount) -> None:
+    d = mounted.mnt / "empties"
+    d.mkdir()
+    for i in range(3):
+        (d / f"e{i}").touch()
+    assert mounted.xattr(d / "e0", "checksum.adler32") == "00000001"
+    mounted.flush(d)
+    mounted.release(d)
+    assert [mounted.state(d / f"e{i}") for i in range(3)] == ["released"] * 3
+    assert [(d / f"e{i}").read_bytes() for i in range(3)] == [b""] * 3
+    with open(d / "e1", "ab") as f:  # an empty file's first byte makes its cache file
+        f.write(b"now one byte")
+    assert (d / "e1").read_bytes() == b"now one byte"

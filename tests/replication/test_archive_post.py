@@ -87,6 +87,7 @@ def test_every_change_on_the_mount_is_announced(posting) -> None:
             {"rename": "/arch/raw/a.txt"},
         ),
         (lambda: os.unlink(raw / "hard.txt"), "raw/hard.txt", {"remove": ""}),
+        (lambda: (raw / "touched").touch(), "raw/touched", {}),  # new and empty
         (lambda: (m.mnt / "empty").mkdir(), "empty", {"directory": ""}),
         (lambda: os.rmdir(m.mnt / "empty"), "empty", {"remove": "", "directory": ""}),
     ]
@@ -105,6 +106,7 @@ def test_every_change_on_the_mount_is_announced(posting) -> None:
     assert msgs[4]["identity"] == f["identity"]  # a rename carries the file's metadata
     assert "version" not in f and "conformsTo" not in f
     assert msgs[0]["contentType"] == "text/directory" and "identity" not in msgs[5]
+    assert msgs[6]["size"] == 0 and msgs[6]["identity"]["value"] == sha512(b"")
     # the data is where baseUrl + relPath says
     with urllib.request.urlopen(f"{base_url}/raw/b.txt", timeout=30) as r:
         assert r.read() == data

@@ -191,6 +191,7 @@ def test_small_files_wait_for_a_full_aggregate_or_its_age(cat: Catalog, tmp_path
     large = _queued(cat, 5_000_000)
     assert lm.next_work("d0", cat) is None
     more = _queued(cat, 90_000, 2)  # now 1.08 MB of small files
+    lm.wake()  # whoever queues work wakes the library manager
     w = lm.next_work("d0", cat)
     # one aggregate of at most 1 MB: eleven files, and not the large one
     assert w is not None and [r.bitfile for r in w.requests] == small + more[:1]
@@ -198,6 +199,7 @@ def test_small_files_wait_for_a_full_aggregate_or_its_age(cat: Catalog, tmp_path
     cat.execute("DELETE FROM requests WHERE bitfile != ?", (large[0],))
     assert lm.next_work("d0", cat) is None  # the large file waits for flush_delay
     cat.execute("UPDATE requests SET created_ns = created_ns - ?", (int(3700e9),))
+    lm.wake()  # time passing, as the library manager's periodic look would see it
     w = lm.next_work("d0", cat)  # flush_delay passed for the large file
     assert w is not None and [r.bitfile for r in w.requests] == large
     lm.finished("d0")
@@ -205,5 +207,6 @@ def test_small_files_wait_for_a_full_aggregate_or_its_age(cat: Catalog, tmp_path
     old = _queued(cat, 1000)
     assert lm.next_work("d0", cat) is None
     cat.execute("UPDATE requests SET created_ns = created_ns - ?", (int(7300e9),))
+    lm.wake()
     w = lm.next_work("d0", cat)  # the aggregation age passed
     assert w is not None and [r.bitfile for r in w.requests] == old
