@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_tgt_port
 
 VTL_DIR = Path(__file__).resolve().parent.parent / "examples" / "vtl"
 SOCKET_DIR = Path("/var/run/tgtd")
@@ -41,21 +41,6 @@ def require_tgt() -> None:
         pytest.skip(f"tgt is not installed ({', '.join(missing)} missing)")
 
 
-def _free_port() -> int:
-    # tgtd's control port is a short int and its socket file must not exist
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        if (SOCKET_DIR / f"socket.{port}").exists():
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port for a VTL")
-
-
 def start(
     directory: Path,
     *,
@@ -73,7 +58,7 @@ def start(
             "--dir",
             str(directory),
             "--port",
-            str(_free_port()),
+            str(free_tgt_port(SOCKET_DIR)),
             "--drives",
             str(drives),
             "--slots",

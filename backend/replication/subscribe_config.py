@@ -50,6 +50,7 @@ from backend.config import ConfigError as ArchiveConfigError
 from backend.config import parse_size
 
 from .broker import BrokerURL
+from .filters import ConfigError, Filter, first_match, read_document, split_filters
 from .message import DEFAULT_TOPIC_PREFIX
 
 ALIASES = {
@@ -98,19 +99,6 @@ KNOWN_KEYS = {
 RETRY_KEYS = {"initial", "maximum", "attempts"}
 
 _EXCHANGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
-
-
-class ConfigError(Exception):
-    """The subscribe configuration is unusable; the message names the key."""
-
-
-@dataclass
-class Filter:
-    accept: bool
-    pattern: re.Pattern[str]
-
-    def __repr__(self) -> str:
-        return f"{'accept' if self.accept else 'reject'} {self.pattern.pattern}"
 
 
 @dataclass(frozen=True)
@@ -163,10 +151,7 @@ class SubscribeConfig:
 
     def accepts(self, rel_path: str) -> bool:
         """First matching pattern decides, else `accept_unmatched`."""
-        for f in self.filters:
-            if f.pattern.match(rel_path):
-                return f.accept
-        return self.accept_unmatched
+        return first_match(self.filters, rel_path, self.accept_unmatched)
 
     def archive_path(self, rel_path: str) -> str:
         """The archive path (`/replica/raw/x`) a relPath is stored at."""
@@ -174,19 +159,6 @@ class SubscribeConfig:
 
     def report_exchanges_for(self, source: str) -> list[str]:
         return [t.replace("{source}", source) for t in self.report_exchanges]
-
-
-def _compile(kind: str, value: Any) -> list[Filter]:
-    patterns = [value] if isinstance(value, str) else value
-    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-        raise ConfigError(f"{kind}: expected a regex or a list of regexes")
-    out = []
-    for p in patterns:
-        try:
-            out.append(Filter(kind == "accept", re.compile(p)))
-        except re.error as exc:
-            raise ConfigError(f"{kind}: bad regex {p!r}: {exc}") from None
-    return out
 
 
 def _number(value: Any, key: str, *, minimum: float = 0.0) -> float:
@@ -240,40 +212,7 @@ def _archive_cluster(archive: Path) -> str | None:
 def load_config(path: str | os.PathLike[str], state_db: str | None = None) -> SubscribeConfig:
     """Read and check a subscribe configuration."""
     cfg_path = Path(path).absolute()
-    try:
-        with open(cfg_path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {cfg_path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"configuration file {cfg_path} is a directory") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{cfg_path}: {exc}") from None
-    raw: dict[str, Any] = {}
-    filters: list[Filter] = []
-    for key, value in doc.items():
-        key = ALIASES.get(key, key)
-        if key not in KNOWN_KEYS:
-            raise ConfigError(f"{cfg_path}: unknown key {key!r}")
-        if key in raw:
-            raise ConfigError(f"{key}: given twice (under two spellings)")
-        if key in ("accept", "reject"):
-            filters.extend(_compile(key, value))
-            continue
-        if key == "filter":
-            if not isinstance(value, list):
-                raise ConfigError("filter: expected [[filter]] tables")
-            for table in value:
-                if (
-                    not isinstance(table, dict)
-                    or len(table) != 1
-                    or not ({"accept", "reject"} & set(table))
-                ):
-                    raise ConfigError("[[filter]]: each needs exactly one accept or reject")
-                ((kind, pattern),) = table.items()
-                filters.extend(_compile(kind, pattern))
-            continue
-        raw[key] = value
+    raw, filters = split_filters(cfg_path, read_document(cfg_path), ALIASES, KNOWN_KEYS)
 
     broker = raw.get("broker")
     if not isinstance(broker, str):

@@ -34,13 +34,12 @@ allow any interleaving.
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .broker import BrokerURL
+from .filters import ConfigError, Filter, first_match, read_document, split_filters
 from .message import IDENTITY_METHODS
 
 ALIASES = {
@@ -86,19 +85,6 @@ KNOWN_KEYS = {
 }
 
 
-class ConfigError(Exception):
-    """The watch configuration is unusable; the message names the key."""
-
-
-@dataclass
-class Filter:
-    accept: bool
-    pattern: re.Pattern[str]
-
-    def __repr__(self) -> str:
-        return f"{'accept' if self.accept else 'reject'} {self.pattern.pattern}"
-
-
 @dataclass
 class WatchConfig:
     watch_dir: Path
@@ -126,10 +112,7 @@ class WatchConfig:
 
     def accepts(self, url: str) -> bool:
         """sr3 accept/reject: first matching pattern decides, else `accept_unmatched`."""
-        for f in self.filters:
-            if f.pattern.match(url):
-                return f.accept
-        return self.accept_unmatched
+        return first_match(self.filters, url, self.accept_unmatched)
 
     def ignored_name(self, rel_path: str) -> bool:
         """Temporary or hidden names that are never posted (any component for dotfiles)."""
@@ -137,19 +120,6 @@ class WatchConfig:
         if self.ignore_dotfiles and any(p.startswith(".") for p in parts):
             return True
         return any(parts[-1].endswith(s) for s in self.ignore_suffixes)
-
-
-def _compile(kind: str, value: Any) -> list[Filter]:
-    patterns = [value] if isinstance(value, str) else value
-    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-        raise ConfigError(f"{kind}: expected a regex or a list of regexes")
-    out = []
-    for p in patterns:
-        try:
-            out.append(Filter(kind == "accept", re.compile(p)))
-        except re.error as exc:
-            raise ConfigError(f"{kind}: bad regex {p!r}: {exc}") from None
-    return out
 
 
 def _number(raw: dict[str, Any], key: str, default: float) -> float:
@@ -164,36 +134,7 @@ def load_config(
 ) -> WatchConfig:
     """Read and check a watch configuration for watching `watch_dir`."""
     cfg_path = Path(path)
-    try:
-        with open(cfg_path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {cfg_path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{cfg_path}: {exc}") from None
-    raw: dict[str, Any] = {}
-    filters: list[Filter] = []
-    for key, value in doc.items():
-        key = ALIASES.get(key, key)
-        if key not in KNOWN_KEYS:
-            raise ConfigError(f"{cfg_path}: unknown key {key!r}")
-        if key in ("accept", "reject"):
-            filters.extend(_compile(key, value))
-            continue
-        if key == "filter":
-            if not isinstance(value, list):
-                raise ConfigError("filter: expected [[filter]] tables")
-            for table in value:
-                if (
-                    not isinstance(table, dict)
-                    or len(table) != 1
-                    or not ({"accept", "reject"} & set(table))
-                ):
-                    raise ConfigError("[[filter]]: each needs exactly one accept or reject")
-                ((kind, pattern),) = table.items()
-                filters.extend(_compile(kind, pattern))
-            continue
-        raw[key] = value
+    raw, filters = split_filters(cfg_path, read_document(cfg_path), ALIASES, KNOWN_KEYS)
 
     wdir = Path(watch_dir).resolve()
     if not wdir.is_dir():

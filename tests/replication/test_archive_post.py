@@ -14,20 +14,13 @@ import pytest
 
 from backend.control import call
 from tests.archive import Mount, file_of, init_archive, mount, reelfs
+from tests.ports import free_port
 from tests.replication.conftest import BrokerHandle, collect
 from tests.waiting import wait_for
 
 
 def sha512(data: bytes) -> str:
     return base64.b64encode(hashlib.sha512(data).digest()).decode()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import getpass
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -33,6 +32,7 @@ from backend.replication.http_service import DirectorySource, serve
 from backend.replication.identity import identity_of_chunks, identity_of_file
 from backend.replication.watch import WatchService
 from backend.replication.watch_config import load_config
+from tests.ports import free_port
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -143,12 +143,6 @@ def _group_empty(pgid: int) -> bool:
     return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _same_tree(src: Path, dst: Path, rels: list[str]) -> bool:
     return all(
         (dst / r).is_file() and (dst / r).read_bytes() == (src / r).read_bytes() for r in rels
@@ -174,7 +168,7 @@ def test_sr3_subscribe_mirrors_what_watch_posts(broker, names, sr3, tmp_path) ->
     with Broker(broker.url("alice"), credentials=broker.credentials) as b:
         b.declare_exchange(exchange)  # sr3 subscribers bind, they do not declare
 
-    http_port = _free_port()
+    http_port = free_port()
     sr3.add_credentials(f"http://reader:rpw{names['tag']}@127.0.0.1:{http_port}/\n")
     sr3.config(
         "subscribe",

@@ -11,9 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from types import ModuleType
 import pytest
 
 from drivers.tape import Library
+from tests.ports import free_tgt_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VTL_DIR = ROOT / "examples" / "vtl"
@@ -48,22 +47,6 @@ def _missing_tools() -> list[str]:
     return [t for t in ("tgtd", "tgtadm", "tgtimg") if shutil.which(t) is None]
 
 
-def _free_port() -> int:
-    """A loopback TCP port below 32768 (tgtd's control port is a short int) that is free
-    for listening and has no tgtd control socket."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        if (vtl_module.SOCKET_DIR / f"socket.{port}").exists():
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port for the VTL")
-
-
 def _skip_or_fail(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI installs tgt: this must not happen there)")
@@ -76,7 +59,7 @@ def vtl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vtl_module.VtlStat
     if missing:
         _skip_or_fail(f"tgt is not installed ({', '.join(missing)} missing)")
     directory = tmp_path_factory.mktemp("vtl")
-    port = _free_port()
+    port = free_tgt_port(vtl_module.SOCKET_DIR)
     proc = subprocess.run(
         [
             str(VTL_DIR / "start-vtl"),

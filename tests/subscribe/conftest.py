@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -28,6 +27,7 @@ from backend.replication.http_service import DataServer, DirectorySource, serve
 from backend.replication.identity import identity_of_file
 from tests.archive import Mount, init_archive, mount
 from tests.brokers import REPO, BrokerHandle
+from tests.ports import free_port
 from tests.replication.test_sr3_interop import sr3  # noqa: F401  (stock sr3, for interop)
 from tests.waiting import wait_for
 
@@ -42,12 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.fspath
             ):
                 item.add_marker(skip)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toml_value(value: Any) -> str:
