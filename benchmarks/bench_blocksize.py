@@ -17,13 +17,15 @@ of the machine keep theirs): the ratio is dd seconds / mover seconds. Every figu
 best of `--repeat` rounds (block sizes in turn, so that a slow spell of a shared machine
 does not hit one size only).
 
-`--library emulated` (the default) sweeps the emulated library on WORK's disk. The SCSI
-half (a VTL) is `--library scsi --changer URL --drive URL [--drive URL]`: the options go
-to `reelfs init` as they are, and the dd baseline is then left out (the medium is not a
-file here). Not a test: run it by hand, as root.
+`--library emulated` (the default) sweeps the emulated library on WORK's disk;
+`--library vtl` starts a fresh `tgt` virtual tape library (examples/vtl) with its tape
+images in WORK for each archive (a tape another archive wrote is, rightly, refused), and
+the dd baseline then writes to and reads back a file in WORK: the ratio is what iSCSI,
+tgtd and the mover cost over the disk the images sit on. Not a test: run it by hand, as
+root.
 
     python3 benchmarks/bench_blocksize.py [--dir WORK] [--size 512MiB]
-        [--sizes 64KiB,128KiB,256KiB,512KiB,1MiB] [--library emulated|scsi ...]
+        [--sizes 64KiB,128KiB,256KiB,512KiB,1MiB] [--library emulated|vtl]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if str(REPO) not in sys.path:
 
 from backend.config import parse_size  # noqa: E402
 from backend.control import call  # noqa: E402
+from tests import vtl as vtl_module  # noqa: E402
 from tests.archive import Mount, init_archive, mount  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 
@@ -90,7 +93,23 @@ def timed(m: Mount, start, state: str) -> float:
         db.close()
 
 
-def one(work: Path, bs: int, size: int, library: list[str]) -> tuple[float, float, float, float]:
+def one(work: Path, bs: int, size: int, vtl: bool) -> tuple[float, float, float, float]:
+    if not vtl:
+        return on_library(work, bs, size, [])
+    lib = vtl_module.start(
+        work / f"vtl-{bs}", drives=1, tapes=1, tape_size_mb=(size * 2) // MiB + 256
+    )
+    try:
+        drives = [a for d in lib.drives for a in ("--drive", d)]
+        return on_library(work, bs, size, ["--library", "scsi", "--changer", lib.changer, *drives])
+    finally:
+        lib.stop()
+        shutil.rmtree(work / f"vtl-{bs}")
+
+
+def on_library(
+    work: Path, bs: int, size: int, library: list[str]
+) -> tuple[float, float, float, float]:
     archive = init_archive(
         work / f"archive-{bs}",
         drives=1,
@@ -118,20 +137,20 @@ def one(work: Path, bs: int, size: int, library: list[str]) -> tuple[float, floa
         t_write = timed(m, flush, "archived")
         bfid = m.xattr(f, "bfid")
         cached = next((archive / "cache" / "data").glob(f"*/{bfid}"))
-        dd_write = dd_read = float("nan")
-        tapes = archive / "library" / "tapes"
-        if not library:
-            dd_write = dd(cached, tapes / "dd.out", bs, fsync=True)
+        # the emulated tapes' directory, or (a VTL) WORK, where its images should live
+        tapes = work if library else archive / "library" / "tapes"
+        dd_write = dd(cached, tapes / "dd.out", bs, fsync=True)
         m.release(f)
         tape_home(m)
-        if not library:
-            drop(tapes / "RF0001.tape")
+        images = [tapes / "RF0001.tape"] if not library else (work / f"vtl-{bs}").rglob("*")
+        for image in images:
+            if image.is_file():
+                drop(image)  # the recall reads from the disk, as dd's read below does
         ino = os.stat(f).st_ino
         t_read = timed(m, lambda db: call(sock, "recall", inodes=[ino]), "archived")
-        if not library:
-            dd_read = dd(tapes / "RF0001.tape", archive / "cache" / "dd.in", bs, fsync=False)
-            (tapes / "dd.out").unlink(missing_ok=True)
-            (archive / "cache" / "dd.in").unlink(missing_ok=True)
+        dd_read = dd(tapes / "dd.out", archive / "cache" / "dd.in", bs, fsync=False)
+        (tapes / "dd.out").unlink()
+        (archive / "cache" / "dd.in").unlink()
         m.umount()
     finally:
         m.stop()
@@ -145,25 +164,16 @@ def main() -> None:
     ap.add_argument("--size", default="512MiB")
     ap.add_argument("--sizes", default="64KiB,128KiB,256KiB,512KiB,1MiB")
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--library", choices=["emulated", "scsi"], default="emulated")
-    ap.add_argument("--changer", metavar="URL")
-    ap.add_argument("--drive", metavar="URL", action="append", default=[])
+    ap.add_argument("--library", choices=["emulated", "vtl"], default="emulated")
     a = ap.parse_args()
     size = parse_size(a.size, "--size")
-    library: list[str] = []
-    if a.library == "scsi":
-        if not a.changer or not a.drive:
-            ap.error("--library scsi needs --changer URL and --drive URL")
-        library = ["--library", "scsi", "--changer", a.changer]
-        for d in a.drive:
-            library += ["--drive", d]
     work = Path(tempfile.mkdtemp(prefix="bench-bs-", dir=a.dir))
     sizes = a.sizes.split(",")
     best: dict[str, list[float]] = {}
     for r in range(a.repeat):
         for text in sizes:
             bs = parse_size(text, "--sizes")
-            got = one(work / f"round{r}", bs, size, library)
+            got = one(work / f"round{r}", bs, size, a.library == "vtl")
             prev = best.get(text)
             best[text] = (
                 list(got) if prev is None else [min(x, y) for x, y in zip(prev, got, strict=True)]
