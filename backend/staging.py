@@ -4,7 +4,8 @@ One `OpenInode` per inode with open handles shares one cache file descriptor. Th
 change of a modification session (write or truncate) makes the data *dirty*: if the
 current version is already on tape a new version (bitfile) takes over the cached data,
 because tape is write-once. When the last handle closes, the session ends in one
-transaction: size and checksums recorded, a write request queued for the file's family.
+transaction: size and checksums recorded, write requests queued for the file's family
+(one per tape copy it keeps).
 
 Everything here is synchronous and quick; the caller (the FUSE front end) runs what can
 block (checksum recomputation, recalls) in worker threads.
@@ -271,6 +272,13 @@ class Staging:
                 "UPDATE bitfiles SET writers = writers + 1, generation = generation + 1, "
                 "adler32 = NULL, crc32c = NULL, modified_ns=? WHERE id=?",
                 (time.time_ns(), oi.bitfile),
+            )
+            # A dirty file may have some of its tape copies written already (the family
+            # keeps several): they hold the data as it was, so they no longer count, and
+            # the end of the session queues every copy again.
+            self.cat.execute(
+                "UPDATE tape_copies SET state='deleted' WHERE bitfile=? AND state='active'",
+                (oi.bitfile,),
             )
         oi.modifying = True
         if bf.adler32 is not None and bf.crc32c is not None and bf.size == oi.size:
