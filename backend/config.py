@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.catalog.pools import MAX_COPIES
+
 CONFIG_NAME = "reelfs.toml"
 
 _UNITS = {
@@ -137,6 +139,8 @@ class Config:
         default_factory=lambda: AggregationConfig(256 * 1024**2, 4 * 1024**3, 30.0)
     )
     verify_families: frozenset[str] = frozenset()  # read-after-write verify ([families.X])
+    # tape copies of each file, for the families whose table sets `copies`
+    family_copies: dict[str, int] = field(default_factory=dict)
 
     @property
     def catalog_path(self) -> Path:
@@ -375,10 +379,17 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
 
     families: dict[str, int] = {}
     verify: set[str] = set()
+    family_copies: dict[str, int] = {}
     for fam, table in c["families"].items():
         if not isinstance(table, dict):
             raise ConfigError(f"{CONFIG_NAME}: [families.{fam}] must be a table")
         check_family_name(fam)
+        for k in table:
+            if k not in FAMILY_KEYS:
+                raise ConfigError(
+                    f"{CONFIG_NAME}: unknown key '{k}' in [families.{fam}] "
+                    f"(known: {', '.join(sorted(FAMILY_KEYS))})"
+                )
         families[fam] = _positive_int(
             table.get("width", 1), f"{CONFIG_NAME}: [families.{fam}] width"
         )
@@ -387,6 +398,8 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
             raise ConfigError(f"{CONFIG_NAME}: [families.{fam}] verify: true or false")
         if check:
             verify.add(fam)
+        if "copies" in table:
+            family_copies[fam] = _copies(table["copies"], f"{CONFIG_NAME}: [families.{fam}] copies")
 
     name = c["archive"].get("name", "reelfs")
     return Config(
@@ -402,10 +415,12 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
         raw=c,
         aggregation=aggregation,
         verify_families=frozenset(verify),
+        family_copies=family_copies,
     )
 
 
 FAMILY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+FAMILY_KEYS = frozenset({"width", "verify", "copies"})
 
 
 def check_family_name(name: str) -> str:
@@ -427,6 +442,14 @@ def _positive_int(v: Any, where: str) -> int:
     if isinstance(v, int) and not isinstance(v, bool) and v > 0:
         return v
     raise ConfigError(f"{where}: a positive integer, got {v!r}")
+
+
+def _copies(v: Any, where: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COPIES:
+        return v
+    raise ConfigError(
+        f"{where}: an integer from 1 to {MAX_COPIES} (tape copies of each file), got {v!r}"
+    )
 
 
 def _path(archive: Path, v: Any, where: str) -> Path:

@@ -78,6 +78,24 @@ def lock_archive(config: Config) -> int:
     return fd
 
 
+def sync_families(cat: Catalog, config: Config) -> None:
+    """`[families.NAME]` tables win at start: their width, and their number of tape
+    copies when they give one (else what `user.reelfs.copies` set stays)."""
+    with cat.tx():
+        for fam, width in config.families.items():
+            cat.execute(
+                "INSERT INTO families(name, width) VALUES (?,?) "
+                "ON CONFLICT(name) DO UPDATE SET width=excluded.width",
+                (fam, width),
+            )
+        for fam, copies in config.family_copies.items():
+            cat.execute(
+                "INSERT INTO families(name, copies) VALUES (?,?) "
+                "ON CONFLICT(name) DO UPDATE SET copies=excluded.copies",
+                (fam, copies),
+            )
+
+
 @dataclass
 class RecallWait:
     event: trio.Event = field(default_factory=trio.Event)
@@ -129,17 +147,13 @@ class ArchiveDaemon:
                 cfg.cache.high_watermark,
                 cfg.cache.low_watermark,
             )
+            # before recovery, which queues the copies the families keep
+            sync_families(self.cat, cfg)
             self.recovery = recover(
                 self.cat, self.cache, cfg.archive_id, clean=was_clean_stop(self.cat)
             )
             with self.cat.tx():
                 self.cat.execute("UPDATE drives SET session='idle', volume=NULL WHERE state='up'")
-                for fam, width in cfg.families.items():
-                    self.cat.execute(
-                        "INSERT INTO families(name, width) VALUES (?,?) "
-                        "ON CONFLICT(name) DO UPDATE SET width=excluded.width",
-                        (fam, width),
-                    )
             self.library = open_library(cfg.library.spec, cfg.archive)
             reconcile_library(
                 self.cat,

@@ -16,6 +16,10 @@ never claim the same requests or the same volume. The policy, in order:
    oldest blank volume of the common pool. A file goes only to a volume with room for
    it (its size plus two records for headers, padding and labels).
 
+   A family that keeps several tape copies of its files has a *pool* per copy (copy k
+   >= 2 in `FAMILY#k`, see backend.catalog.pools): requests and volumes carry the pool
+   as their family, so all of the above works per pool, each with the family's width.
+
 Recalls come first because a user is waiting on them. Every refusal that needs a human
 (no volume left for a family, a volume missing from the library) is an event. Recalls
 for a volume that cannot be mounted go to another readable copy when there is one.
@@ -37,6 +41,7 @@ from typing import Any
 from backend.aggregation import is_small
 from backend.catalog import events
 from backend.catalog.db import Catalog
+from backend.catalog.pools import family_of_pool
 from backend.catalog.queue import QUEUED, RECALL, RUNNING, WRITE
 from backend.catalog.volumes import (
     EXPORTED,
@@ -393,7 +398,10 @@ class LibraryManager:
             return size + MEMBER_OVERHEAD
         return self.need(size)
 
-    def width(self, cat: Catalog, family: str) -> int:
+    def width(self, cat: Catalog, pool: str) -> int:
+        """How many volumes of a pool are written at once: its family's width (each copy
+        of a family has a pool of its own, backend.catalog.pools)."""
+        family = family_of_pool(pool)
         w = cat.value("SELECT width FROM families WHERE name=?", (family,))
         if w is None:
             w = self.config.families.get(family, 1)

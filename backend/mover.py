@@ -17,7 +17,9 @@ archive of one or many members (`drivers.formats.pax`), between ANSI header and 
 labels on a labelled volume (VOL1 is written at a blank volume's first use). Once the
 tape file's last filemark is on tape, and it read back right when the family asks for
 read-after-write verification, all its members are recorded in one transaction, each
-`archived` only if its file did not change meanwhile.
+copy counting only if its file did not change meanwhile. A family may keep several
+copies, each written from its own pool's request (backend.catalog.pools): a file is
+`archived` by the transaction that records the last of them.
 
 Recalls locate straight to the member's record, read it into a temporary cache file
 (pax, or a foreign tar/cpio member), verify size, bfid and checksums, then publish it. A
@@ -51,6 +53,7 @@ from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk, TapeCopy
 from backend.catalog.namespace import Namespace
+from backend.catalog.pools import family_of_pool, split_pool
 from backend.catalog.queue import RECALL, RequestQueue
 from backend.catalog.volumes import (
     FULL,
@@ -562,7 +565,7 @@ class Mover(threading.Thread):
         self._position_for_append(fmt, layout)
         self._session("transferring")
         agg = self.config.aggregation
-        verify = work.family in self.config.verify_families
+        verify = family_of_pool(work.family or "") in self.config.verify_families
         for group in plan(list(pending), threshold=agg.threshold, max_bytes=agg.size):
             outcome = self._write_tape_file(group, work.volume, layout, pending, verify)
             why = "early warning reached; volume closed"
@@ -698,6 +701,7 @@ class Mover(threading.Thread):
                     archive=self.config.archive_id,
                     adler32=bf.adler32,
                     crc32c=bf.crc32c if bf.adler32 is not None else None,
+                    copy=split_pool(req.family or "")[1],
                 ),
             )
             out.append(_Member(req, bf, path, info))
@@ -824,10 +828,10 @@ class Mover(threading.Thread):
         pending: list[Request],
     ) -> None:
         """Record every member of the tape file and the volume's new end, in one
-        transaction: a member is archived only if its file did not change meanwhile."""
+        transaction: a member's copy counts only if its file did not change meanwhile, and
+        the file is archived once no other copy of it waits to be written."""
         assert self.cat is not None
         now = time.time_ns()
-        archived: list[int] = []
         copies, done, again = [], [], []
         with self.cat.tx():
             fresh: dict[int, tuple] = {}
@@ -857,11 +861,11 @@ class Mover(threading.Thread):
                 )
                 state = "active" if good and not mismatch else "deleted"
                 ext = m.extent
-                row = (bf.id, label, 1, fmt.next_fileno, first, ext.record, ext.offset)
+                copy = split_pool(m.req.family or "")[1]
+                row = (bf.id, label, copy, fmt.next_fileno, first, ext.record, ext.offset)
                 copies.append((*row, bf.size, state, now))
                 if good and not mismatch:
                     done.append((m, sums))
-                    archived.append(bf.id)
                 elif mismatch:
                     assert now_bf is not None
                     msg = (
@@ -885,13 +889,15 @@ class Mover(threading.Thread):
                 copies,
             )
             self.cat.conn.executemany(
-                "UPDATE bitfiles SET state=?, archived_ns=?, path=?, adler32=?, crc32c=?, "
-                "error=NULL WHERE id=?",
-                [(ARCHIVED, now, m.path, s.adler32, s.crc32c, m.bf.id) for m, s in done],
-            )
-            self.cat.conn.executemany(
                 "DELETE FROM requests WHERE id=?", [(m.req.id,) for m, _ in done]
             )
+            complete = self._complete(done)
+            self.cat.conn.executemany(
+                "UPDATE bitfiles SET state=?, archived_ns=?, path=?, adler32=?, crc32c=?, "
+                "error=NULL WHERE id=?",
+                [(ARCHIVED, now, m.path, s.adler32, s.crc32c, m.bf.id) for m, s in complete],
+            )
+            archived = [m.bf.id for m, _ in complete]
             self.cat.conn.executemany(
                 "UPDATE requests SET state='queued', drive=NULL WHERE id=?", again
             )
@@ -901,7 +907,7 @@ class Mover(threading.Thread):
                 "WHERE label=?",
                 (
                     records * self.block_size,
-                    len(archived),
+                    len(done),
                     fmt.next_fileno + 1,
                     eod,
                     layout,
@@ -912,6 +918,14 @@ class Mover(threading.Thread):
             )
         ids = {m.req.id for m in written}
         pending[:] = [r for r in pending if r.id not in ids]
+        if len(complete) < len(done):
+            log.info(
+                "mover %s: %d file(s) of data file %d on %s wait for their other copies",
+                self.drive_name,
+                len(done) - len(complete),
+                fmt.next_fileno,
+                label,
+            )
         if not archived:
             return
         if self.hooks.archived_many is not None:
@@ -919,6 +933,25 @@ class Mover(threading.Thread):
         else:
             for b in archived:
                 self.hooks.archived(b)
+
+    def _complete(self, done: list[tuple[_Member, Sums]]) -> list[tuple[_Member, Sums]]:
+        """Of the members whose copy was just recorded (their requests deleted, in the
+        caller's transaction), those with no other copy still to write: a file is
+        archived, and may leave the cache, only once every copy its family keeps is on
+        tape. Another mover writing another copy commits in its own transaction, so
+        exactly one of them sees the last request gone."""
+        assert self.cat is not None
+        waiting: set[int] = set()
+        for ids in _chunks([m.bf.id for m, _ in done]):
+            waiting.update(
+                r[0]
+                for r in self.cat.all(
+                    "SELECT DISTINCT bitfile FROM requests WHERE kind='write' "
+                    f"AND bitfile IN ({','.join('?' * len(ids))})",
+                    ids,
+                )
+            )
+        return [(m, s) for m, s in done if m.bf.id not in waiting]
 
     # recalls
 

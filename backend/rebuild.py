@@ -3,12 +3,13 @@
 Every volume in the library is read (labels, pax headers, the `REELFS.*` records of every
 member; the data is spaced over, not read) and a new catalog is made from what is found:
 
-* volumes: layout (VOL1 or none), block size, end of data, data files, bytes, family;
+* volumes: layout (VOL1 or none), block size, end of data, data files, bytes, family
+  (the pool of the copies it holds: `FAMILY#k` for copy k >= 2, backend.catalog.pools);
 * bitfiles: one per `REELFS.bfid` of this archive, with its bfid (and so its id) kept.
   A bfid met more than once with different data (a file changed while it was being
   written, whose first copy the mover then discarded) keeps the data with the newest
   mtime; every place that data is on tape becomes one of its tape copies (copy 1, 2...
-  in volume order), the other places deleted copies;
+  in the order of their `REELFS.copy`, then of volumes), the other places deleted copies;
 * the namespace: each bitfile's `REELFS.path`; of several bitfiles with one path the
   newest (highest id: created last) wins, the others are kept as deleted versions.
   Directories are created as needed (mode 755, owned by whoever rebuilds); a directory
@@ -45,6 +46,7 @@ from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DELETED, RELEASED
 from backend.catalog.namespace import Namespace
+from backend.catalog.pools import MAX_COPIES, pool_name
 from backend.catalog.schema import ROOT_INODE
 from backend.checksum import file_sums
 from backend.config import Config, parse_size
@@ -87,6 +89,7 @@ class Occurrence:
     adler32: int | None
     crc32c: int | None
     order: int = 0  # position in the scan, volume by volume: later means written later
+    copy: int = 1  # REELFS.copy: which of the family's tape copies (its pool)
 
 
 @dataclass
@@ -238,9 +241,17 @@ def _pax_members(
                         adler32=_hex(r.get(pax.REELFS_ADLER32)),
                         crc32c=_hex(r.get(pax.REELFS_CRC32C)),
                         order=order_base + start * 1_000_000 + record,
+                        copy=_copy_number(r.get(pax.REELFS_COPY)),
                     )
                 )
         reader.skip_to_next(f"data of {ti.name!r}")
+
+
+def _copy_number(text: str | None) -> int:
+    """REELFS.copy, absent from first copies; anything unusable counts as copy 1."""
+    if text and text.isdigit() and 1 <= int(text) <= MAX_COPIES:
+        return int(text)
+    return 1
 
 
 def _capacity(config: Config, lib_path: Path, barcode: str, default: int) -> int:
@@ -367,7 +378,7 @@ def _build(config: Config, cat: Catalog, scans: list[VolumeScan], rep: RebuildRe
         best = max(groups.values(), key=lambda g: max((o.mtime_ns, o.order) for o in g))
         newest = max(best, key=lambda o: o.order)
         stale = [o for o in occs if o not in best]
-        chosen[bfid] = (newest, sorted(best, key=lambda o: (o.volume, o.order)), stale)
+        chosen[bfid] = (newest, sorted(best, key=lambda o: (o.copy, o.volume, o.order)), stale)
     # the namespace: of several bitfiles with one path, the newest
     by_path: dict[str, list[str]] = defaultdict(list)
     for bfid, (o, _, _) in chosen.items():
@@ -468,7 +479,7 @@ def _copy(cat: Catalog, bid: int, o: Occurrence, copy: int, state: str, now: int
 def _volume(cat: Catalog, config: Config, vs: VolumeScan, files: int) -> None:
     if vs.blank:
         return
-    families = Counter(o.family for o in vs.members)
+    families = Counter(pool_name(o.family, o.copy) for o in vs.members)
     family = families.most_common(1)[0][0] if families else None
     capacity = int(cat.value("SELECT capacity FROM volumes WHERE label=?", (vs.label,)) or 0)
     # the mover's rule: a volume that cannot take a file of two records is full

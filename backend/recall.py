@@ -2,6 +2,8 @@
 
 Shared by the mount (open of a released file), the CLI (`reelfs recall`) and the HTTP
 data service; the library manager orders what is queued by volume and tape position.
+The first good copy on a readable volume is read, one on a `suspect` volume last; the
+mover goes on to the next copy when one fails (backend.mover).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from backend.catalog.db import Catalog
 from backend.catalog.files import RELEASED, FileClerk
 from backend.catalog.queue import RequestQueue
-from backend.catalog.volumes import READABLE, VolumeClerk
+from backend.catalog.volumes import READABLE, SUSPECT, VolumeClerk
 from backend.errors import ArchiveError
 
 
@@ -25,9 +27,10 @@ def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = 
             return False
         vc = VolumeClerk(cat)
         copies = files.copies(bitfile)
-        for c in copies:
-            v = vc.get(c.volume)
-            if v is not None and v.state in READABLE:
+        states = {c.volume: getattr(vc.get(c.volume), "state", None) for c in copies}
+        # a copy on a volume that gave a media error is read last, when it is the only one
+        for c in sorted(copies, key=lambda c: states[c.volume] == SUSPECT):
+            if states[c.volume] in READABLE:
                 RequestQueue(cat).enqueue_recall(
                     bitfile, c.volume, c.fileno, c.block + c.record, urgent=urgent
                 )
@@ -39,10 +42,8 @@ def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = 
             (bitfile,),
         )
         if copies:
-            states = ", ".join(
-                f"{c.volume} {getattr(vc.get(c.volume), 'state', 'unknown')}" for c in copies
-            )
-            why = f"recall failed: no readable copy ({states})"
+            where = ", ".join(f"{c.volume} {states[c.volume] or 'unknown'}" for c in copies)
+            why = f"recall failed: no readable copy ({where})"
         elif bad:
             where = ", ".join(f"{v}:{f}:{b}" for v, f, b in bad)
             why = f"recall failed: no good copy left ({len(bad)} bad: {where})"

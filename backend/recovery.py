@@ -126,11 +126,15 @@ def recover(cat: Catalog, cache: Cache, archive_id: str, *, clean: bool = False)
         cache.set_used(int(used or 0))
         return rep
 
-    # Every dirty file of the namespace has its write request.
+    # Every dirty file of the namespace has a write request for each tape copy its family
+    # keeps that is not on tape yet.
     with cat.tx():
         for bid, family in cat.all(
-            "SELECT id, family FROM bitfiles b WHERE state=? AND inode IS NOT NULL AND NOT "
-            "EXISTS (SELECT 1 FROM requests r WHERE r.bitfile=b.id AND r.kind='write')",
+            "SELECT id, family FROM bitfiles b WHERE state=? AND inode IS NOT NULL AND "
+            "(SELECT count(*) FROM requests r WHERE r.bitfile=b.id AND r.kind='write') + "
+            "(SELECT count(DISTINCT copy) FROM tape_copies c WHERE c.bitfile=b.id "
+            "AND c.state='active') < COALESCE((SELECT copies FROM families f "
+            "WHERE f.name=COALESCE(b.family, 'default')), 1)",
             (DIRTY,),
         ):
             queue.enqueue_write(bid, family or "default")

@@ -4,7 +4,8 @@ One `OpenInode` per inode with open handles shares one cache file descriptor. Th
 change of a modification session (write or truncate) makes the data *dirty*: if the
 current version is already on tape a new version (bitfile) takes over the cached data,
 because tape is write-once. When the last handle closes, the session ends in one
-transaction: size and checksums recorded, a write request queued for the file's family.
+transaction: size and checksums recorded, write requests queued for the file's family
+(one per tape copy it keeps).
 
 Everything here is synchronous and quick; the caller (the FUSE front end) runs what can
 block (checksum recomputation, recalls) in worker threads.
@@ -255,23 +256,22 @@ class Staging:
         """First change in a session: make the data dirty (a new version if it was on tape)."""
         if oi.modifying:
             return
-        bf = self.files.get(oi.bitfile)
-        if bf is None:
-            raise FsError(errno.EIO, f"bitfile {oi.bitfile} vanished")
-        if bf.state != DIRTY:
-            node = self.ns.get(oi.inode)
-            new = self._new_version(node, bf, carry_data=True, fd=oi.fd)
-            if oi.fd != NO_FILE:
-                os.close(oi.fd)
-            oi.fd = self._open_cached(new)
-            oi.bitfile, oi.bfid = new.id, new.bfid
-            bf = new
-        with self.cat.tx():
-            self.cat.execute(
-                "UPDATE bitfiles SET writers = writers + 1, generation = generation + 1, "
-                "adler32 = NULL, crc32c = NULL, modified_ns=? WHERE id=?",
-                (time.time_ns(), oi.bitfile),
-            )
+        while True:
+            bf = self.files.get(oi.bitfile)
+            if bf is None:
+                raise FsError(errno.EIO, f"bitfile {oi.bitfile} vanished")
+            if bf.state != DIRTY:
+                node = self.ns.get(oi.inode)
+                new = self._new_version(node, bf, carry_data=True, fd=oi.fd)
+                if oi.fd != NO_FILE:
+                    os.close(oi.fd)
+                oi.fd = self._open_cached(new)
+                oi.bitfile, oi.bfid = new.id, new.bfid
+                bf = new
+            if self._count_session(oi.bitfile):
+                break
+            # A mover archived it between the read and the update (the update waited for
+            # the mover's transaction): it is on tape now, so it gets a new version after all.
         oi.modifying = True
         if bf.adler32 is not None and bf.crc32c is not None and bf.size == oi.size:
             ck = Checksummer()
@@ -281,6 +281,24 @@ class Staging:
             oi.ck = Checksummer()
         else:
             oi.ck = None
+
+    def _count_session(self, bitfile: int) -> bool:
+        """Count a modification session on a dirty version; False if it is not dirty."""
+        with self.cat.tx():
+            if not self.cat.execute(
+                "UPDATE bitfiles SET writers = writers + 1, generation = generation + 1, "
+                "adler32 = NULL, crc32c = NULL, modified_ns=? WHERE id=? AND state=?",
+                (time.time_ns(), bitfile, DIRTY),
+            ).rowcount:
+                return False
+            # A dirty file may have some of its tape copies written already (the family
+            # keeps several): they hold the data as it was, so they no longer count, and
+            # the end of the session queues every copy again.
+            self.cat.execute(
+                "UPDATE tape_copies SET state='deleted' WHERE bitfile=? AND state='active'",
+                (bitfile,),
+            )
+        return True
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self.handle(fh)

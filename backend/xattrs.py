@@ -1,10 +1,11 @@
 """The `user.reelfs.*` extended attributes: directory policy and read-only file state.
 
-Policy (on directories, inherited by new entries): `file_family`, `width`,
-`storage_group`. Read-only, computed from the catalog: `state`, `bfid`, `location` (one
-`VOLUME:FILENO:BLOCK` line per tape copy), `checksum.adler32`, `checksum.crc32c`,
-`error`, and on the root `archive` (the archive directory, which the CLI uses to find
-the archive behind a mount). Any other `user.*` name is stored as given.
+Policy (on directories, inherited by new entries): `file_family`, `width`, `copies`,
+`storage_group`; `width` and `copies` are the family's, also kept in the `families`
+table. Read-only, computed from the catalog: `state`, `bfid`, `location` (one
+`VOLUME:FILENO:BLOCK` line per active tape copy, in copy order), `checksum.adler32`,
+`checksum.crc32c`, `error`, and on the root `archive` (the archive directory, which the
+CLI uses to find the archive behind a mount). Any other `user.*` name is stored as given.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from backend.catalog.db import Catalog
 from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Inode, Namespace
+from backend.catalog.pools import MAX_COPIES
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.config import FAMILY_RE
@@ -26,8 +28,11 @@ log = logging.getLogger("reelfs.xattrs")
 PREFIX = b"user.reelfs."
 FAMILY = b"user.reelfs.file_family"
 WIDTH = b"user.reelfs.width"
+COPIES = b"user.reelfs.copies"
 GROUP = b"user.reelfs.storage_group"
-POLICY = (FAMILY, WIDTH, GROUP)
+POLICY = (FAMILY, WIDTH, COPIES, GROUP)
+#: the family's own settings, set through any directory of the family: (column, highest)
+FAMILY_SETTINGS = {WIDTH: ("width", 64), COPIES: ("copies", MAX_COPIES)}
 STATE = b"user.reelfs.state"
 BFID = b"user.reelfs.bfid"
 LOCATION = b"user.reelfs.location"
@@ -38,7 +43,6 @@ ARCHIVE = b"user.reelfs.archive"
 PINNED = b"user.reelfs.pinned"
 READ_ONLY = (STATE, BFID, LOCATION, ADLER, CRC, ERROR, ARCHIVE, PINNED)
 FILE_ATTRS = (STATE, BFID, LOCATION, ADLER, CRC)
-MAX_WIDTH = 64
 XATTR_SIZE_MAX = 65536
 
 
@@ -134,8 +138,8 @@ class Xattrs:
         self.ns.set_xattr(node.id, name, value, create=False, replace=False)
         if not name.startswith(b"user."):
             self._special.add(node.id)
-        if name == WIDTH:
-            self._set_width(node, int(value))
+        if name in FAMILY_SETTINGS:
+            self._set_family_setting(node, name, int(value))
 
     def _check_policy(self, node: Inode, name: bytes, value: bytes) -> bytes:
         label = name.decode()
@@ -156,25 +160,27 @@ class Xattrs:
                 )
                 raise FsError(errno.EINVAL, f"bad {label}")
             return text.encode()
-        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_WIDTH:
+        column, highest = FAMILY_SETTINGS[name]
+        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= highest:
             log.warning(
-                "inode %d: bad %s %r: an integer from 1 to %d", node.id, label, value, MAX_WIDTH
+                "inode %d: bad %s %r: an integer from 1 to %d", node.id, label, value, highest
             )
             raise FsError(errno.EINVAL, f"bad {label}")
         if self.ns.get_xattr(node.id, FAMILY) is None:
-            log.warning("inode %d: set user.reelfs.file_family before its width", node.id)
-            raise FsError(errno.EINVAL, "width without a file family")
+            log.warning("inode %d: set user.reelfs.file_family before its %s", node.id, column)
+            raise FsError(errno.EINVAL, f"{column} without a file family")
         return str(int(text)).encode()
 
-    def _set_width(self, node: Inode, width: int) -> None:
+    def _set_family_setting(self, node: Inode, name: bytes, value: int) -> None:
         fam = self.ns.get_xattr(node.id, FAMILY)
         if fam is None:
             return
+        column = FAMILY_SETTINGS[name][0]  # a fixed column name, never user input
         with self.cat.tx():
             self.cat.execute(
-                "INSERT INTO families(name, width) VALUES (?,?) "
-                "ON CONFLICT(name) DO UPDATE SET width=excluded.width",
-                (fam.decode(), width),
+                f"INSERT INTO families(name, {column}) VALUES (?,?) "
+                f"ON CONFLICT(name) DO UPDATE SET {column}=excluded.{column}",
+                (fam.decode(), value),
             )
 
     def remove(self, node: Inode, name: bytes) -> None:

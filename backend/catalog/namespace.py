@@ -23,6 +23,7 @@ SYMLINK_MAX = 4095
 INHERITED_XATTRS = (
     b"user.reelfs.file_family",
     b"user.reelfs.width",
+    b"user.reelfs.copies",
     b"user.reelfs.storage_group",
 )
 

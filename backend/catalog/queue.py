@@ -1,5 +1,8 @@
 """The request queue: writes waiting for a family's volume, recalls waiting for a volume.
 
+A file of a family that keeps several tape copies has one write request per copy, each
+for the copy's pool (`requests.family`, see backend.catalog.pools).
+
 Rows live in the catalog so that every process (the daemon, the CLI, `reelfs serve`)
 sees one queue; the library manager reads it lazily with bounded queries, never replaying
 it file by file at start.
@@ -11,6 +14,7 @@ import time
 from collections.abc import Iterable
 
 from backend.catalog.db import Catalog
+from backend.catalog.pools import copies_wanted, pool_name, split_pool
 
 WRITE, RECALL = "write", "recall"
 QUEUED, RUNNING = "queued", "running"
@@ -20,22 +24,48 @@ class RequestQueue:
     def __init__(self, cat: Catalog) -> None:
         self.cat = cat
 
-    def enqueue_write(self, bitfile: int, family: str, *, urgent: bool = False) -> int:
+    def enqueue_write(self, bitfile: int, family: str, *, urgent: bool = False) -> list[int]:
+        """Queue `bitfile` for tape: one request per tape copy `family` keeps that is
+        neither on tape nor queued yet, each for the copy's pool (backend.catalog.pools).
+        Requests already queued follow the file to `family` (or go, for copies it no longer
+        keeps), and become urgent if asked. Returns the ids of the file's write requests."""
         with self.cat.tx():
-            row = self.cat.one(
-                "SELECT id FROM requests WHERE bitfile=? AND kind=?", (bitfile, WRITE)
-            )
-            if row:
-                if urgent:
-                    self.cat.execute("UPDATE requests SET urgent=1 WHERE id=?", (row[0],))
-                self.cat.execute("UPDATE requests SET family=? WHERE id=?", (family, row[0]))
-                return int(row[0])
-            cur = self.cat.execute(
-                "INSERT INTO requests(kind, bitfile, family, state, urgent, created_ns) "
-                "VALUES (?,?,?,?,?,?)",
-                (WRITE, bitfile, family, QUEUED, int(urgent), time.time_ns()),
-            )
-            return int(cur.lastrowid or 0)
+            wanted = copies_wanted(self.cat, family)
+            ids: list[int] = []
+            queued: set[int] = set()
+            for rid, pool, state in self.cat.all(
+                "SELECT id, family, state FROM requests WHERE bitfile=? AND kind=?",
+                (bitfile, WRITE),
+            ):
+                copy = split_pool(pool or family)[1]
+                if copy > wanted and state == QUEUED:
+                    # the family keeps fewer copies now
+                    self.cat.execute("DELETE FROM requests WHERE id=?", (rid,))
+                    continue
+                queued.add(copy)
+                self.cat.execute(
+                    "UPDATE requests SET family=?, urgent=MAX(urgent, ?) WHERE id=?",
+                    (pool_name(family, copy), int(urgent), rid),
+                )
+                ids.append(int(rid))
+            on_tape = {
+                int(r[0])
+                for r in self.cat.all(
+                    "SELECT DISTINCT copy FROM tape_copies WHERE bitfile=? AND state='active'",
+                    (bitfile,),
+                )
+            }
+            now = time.time_ns()
+            for copy in range(1, wanted + 1):
+                if copy in queued or copy in on_tape:
+                    continue
+                cur = self.cat.execute(
+                    "INSERT INTO requests(kind, bitfile, family, state, urgent, created_ns) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (WRITE, bitfile, pool_name(family, copy), QUEUED, int(urgent), now),
+                )
+                ids.append(int(cur.lastrowid or 0))
+            return ids
 
     def enqueue_recall(
         self, bitfile: int, volume: str, fileno: int, block: int, *, urgent: bool = True
@@ -61,12 +91,15 @@ class RequestQueue:
         )
 
     def make_urgent(self, bitfiles: Iterable[int]) -> int:
+        """Make the writes of `bitfiles` (of every copy) urgent; how many files had some."""
         n = 0
         with self.cat.tx():
             for b in bitfiles:
-                n += self.cat.execute(
-                    "UPDATE requests SET urgent=1 WHERE bitfile=? AND kind=?", (b, WRITE)
-                ).rowcount
+                n += bool(
+                    self.cat.execute(
+                        "UPDATE requests SET urgent=1 WHERE bitfile=? AND kind=?", (b, WRITE)
+                    ).rowcount
+                )
         return n
 
     def make_all_urgent(self) -> int:

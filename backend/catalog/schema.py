@@ -256,7 +256,12 @@ def _v4(db: sqlite_utils.Database) -> None:
     db["volumes"].add_column("block_size", int)
 
 
-_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Several tape copies per file: how many a family keeps (backend.catalog.pools)."""
+    db["families"].add_column("copies", int, not_null_default=1)
+
+
+_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(_STEPS)
 
 

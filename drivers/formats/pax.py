@@ -54,6 +54,7 @@ REELFS_PATH = "REELFS.path"  # the file's absolute path in the namespace when wr
 REELFS_ARCHIVE = "REELFS.archive"  # the archive id, 8 hex digits
 REELFS_ADLER32 = "REELFS.adler32"  # Adler-32 of the data, 8 lowercase hex digits
 REELFS_CRC32C = "REELFS.crc32c"  # CRC-32C of the data, 8 lowercase hex digits
+REELFS_COPY = "REELFS.copy"  # which tape copy of the file this is, when not the first
 
 # Pax keywords the writer derives from MemberInfo's own fields; `records` may not set them.
 _RESERVED_KEYWORDS = frozenset(
@@ -92,6 +93,7 @@ def reelfs_records(
     archive: str | None = None,
     adler32: int | None = None,
     crc32c: int | None = None,
+    copy: int = 1,
 ) -> dict[str, str]:
     """The REELFS.* pax records of a member, encoded as man/reelfs-tape.5 documents."""
     recs = {REELFS_BFID: bfid, REELFS_VERSION: str(version)}
@@ -105,6 +107,9 @@ def reelfs_records(
         recs[REELFS_ADLER32] = f"{adler32 & 0xFFFFFFFF:08x}"
     if crc32c is not None:
         recs[REELFS_CRC32C] = f"{crc32c & 0xFFFFFFFF:08x}"
+    if copy != 1:
+        # only then: the members of single-copy families stay as they always were
+        recs[REELFS_COPY] = str(copy)
     return recs
 
 

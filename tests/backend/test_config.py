@@ -52,6 +52,11 @@ def test_defaults(tmp_path: Path) -> None:
         ({"mount": {"allow_other": "yes"}}, ["allow_other"]),
         ({"families": {"bad name": {"width": 1}}}, ["file family"]),
         ({"families": {"raw": {"width": 0}}}, ["width"]),
+        ({"families": {"raw": {"copies": 0}}}, ["[families.raw] copies", "1 to 4", "0"]),
+        ({"families": {"raw": {"copies": 5}}}, ["[families.raw] copies", "1 to 4", "5"]),
+        ({"families": {"raw": {"copies": "two"}}}, ["[families.raw] copies", "'two'"]),
+        ({"families": {"raw": {"copies": True}}}, ["[families.raw] copies"]),
+        ({"families": {"raw": {"copy": 2}}}, ["unknown key 'copy'", "[families.raw]"]),
         ({"archive": {"id": "xyz"}}, ["[archive] id"]),
     ],
 )
@@ -87,3 +92,11 @@ def test_missing_archive_and_dump_round_trip(tmp_path: Path) -> None:
     (tmp_path / c.CONFIG_NAME).write_text(c.dump(raw))
     cfg = c.load(tmp_path)
     assert cfg.library.spec["drives"] == ["iscsi://h/iqn/2"] and cfg.families == {"raw": 2}
+
+
+def test_family_copies(tmp_path: Path) -> None:
+    raw = {**BASE, "families": {"raw": {"copies": 3, "width": 2}, "sim": {"verify": True}}}
+    cfg = c.build(tmp_path, raw)
+    # only the families that say: a family table without `copies` leaves the xattr's be
+    assert cfg.family_copies == {"raw": 3}
+    assert cfg.families == {"raw": 2, "sim": 1}

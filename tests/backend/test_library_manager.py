@@ -198,3 +198,48 @@ def test_files_larger_than_any_volume_are_refused(cat: Catalog, tmp_path: Path) 
     assert lm.next_work("d0", cat) is None
     assert "larger than any volume" in cat.value("SELECT error FROM bitfiles WHERE id=?", (b,))
     assert cat.value("SELECT count(*) FROM events WHERE kind='write_refused'") == 1
+
+
+def test_each_copy_is_queued_for_a_pool_of_its_own(cat: Catalog, tmp_path: Path) -> None:
+    lm = lm_for(tmp_path)
+    q = RequestQueue(cat)
+    cat.execute("INSERT INTO families(name, copies) VALUES ('raw', 2)")
+    b = new_file(cat, "raw")
+    q.enqueue_write(b, "raw", urgent=True)
+    q.enqueue_write(b, "raw", urgent=True)  # the end of another session: nothing doubled
+    pools = sorted(r[0] for r in cat.all("SELECT family FROM requests WHERE bitfile=?", (b,)))
+    assert pools == ["raw", "raw#2"]
+    w0, w1 = lm.next_work("d0", cat), lm.next_work("d1", cat)
+    assert w0 is not None and w1 is not None
+    assert {w0.family, w1.family} == {"raw", "raw#2"}  # both copies written at once
+    assert w0.volume != w1.volume
+    vols = {v.label: v.family for v in VolumeClerk(cat).all()}
+    assert vols[w0.volume] == w0.family and vols[w1.volume] == w1.family
+    assert q.make_urgent([b]) == 1  # counts files, not requests
+
+
+def test_a_copy_already_on_tape_is_not_queued_again(cat: Catalog, tmp_path: Path) -> None:
+    q = RequestQueue(cat)
+    cat.execute("INSERT INTO families(name, copies) VALUES ('raw', 3)")
+    b = new_file(cat, "raw")
+    cat.execute(
+        "INSERT INTO tape_copies(bitfile, volume, copy, fileno, block, length, state) "
+        "VALUES (?, 'V1', 2, 0, 0, 1000, 'active')",
+        (b,),
+    )
+    q.enqueue_write(b, "raw")
+    pools = sorted(r[0] for r in cat.all("SELECT family FROM requests WHERE bitfile=?", (b,)))
+    assert pools == ["raw", "raw#3"]
+    # the family keeps one copy now: queued requests for the others go
+    cat.execute("UPDATE families SET copies=1 WHERE name='raw'")
+    q.enqueue_write(b, "raw")
+    assert [r[0] for r in cat.all("SELECT family FROM requests WHERE bitfile=?", (b,))] == ["raw"]
+
+
+def test_pool_names_cannot_clash_with_families() -> None:
+    from backend.catalog.pools import pool_name, split_pool
+    from backend.config import FAMILY_RE
+
+    assert pool_name("raw", 1) == "raw" and pool_name("raw", 2) == "raw#2"
+    assert split_pool("raw#2") == ("raw", 2) and split_pool("raw.copy2") == ("raw.copy2", 1)
+    assert not FAMILY_RE.fullmatch(pool_name("raw", 2))

@@ -101,3 +101,33 @@ def test_other_user_attributes_are_stored(mounted: Mount) -> None:
 
 def test_mount_root_names_its_archive(mounted: Mount) -> None:
     assert os.getxattr(mounted.mnt, "user.reelfs.archive").decode() == str(mounted.archive)
+
+
+def test_copies_is_family_policy_and_bad_values_are_einval(mounted: Mount) -> None:
+    d = mounted.mnt / "two"
+    d.mkdir()
+    set_ = os.setxattr
+    assert xerr(set_, d, "user.reelfs.copies", b"2") == errno.EINVAL  # no family yet
+    os.setxattr(d, "user.reelfs.file_family", b"two")
+    for bad in (b"0", b"5", b"abc", b"", b"-1", b"2.0"):
+        assert xerr(set_, d, "user.reelfs.copies", bad) == errno.EINVAL, bad
+    assert xerr(os.getxattr, d, "user.reelfs.copies") == errno.ENODATA  # nothing was set
+    os.setxattr(d, "user.reelfs.copies", b" 4\n")
+    assert os.getxattr(d, "user.reelfs.copies") == b"4"
+    os.setxattr(d, "user.reelfs.copies", b"2")
+    (d / "sub").mkdir()
+    (d / "f").write_bytes(b"x")
+    assert os.getxattr(d / "sub", "user.reelfs.copies") == b"2"  # inherited
+    assert os.getxattr(d / "f", "user.reelfs.copies") == b"2"
+    assert xerr(set_, d / "f", "user.reelfs.copies", b"1") == errno.EPERM
+    out = subprocess.run(
+        ["getfattr", "-n", "user.reelfs.copies", "--only-values", str(d)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert out == b"2"
+    # the family's setting, whatever directory set it: both copies of the file are queued
+    queued = sorted(r["family"] for r in mounted.json("queue"))
+    assert queued == ["two", "two#2"]
+    log = (mounted.archive / "log" / "reelfsd.log").read_text()
+    assert "bad user.reelfs.copies" in log and "before its copies" in log
