@@ -1,5 +1,7 @@
 """Creating an archive: the directory, `reelfs.toml`, the catalog and, for the embedded
-default, the emulated library with its blank volumes."""
+default, the emulated library with its blank volumes. A SCSI library is only asked what
+its drives are (LTO drives get 1 MiB tape blocks); its tapes are taken in at the first
+mount."""
 
 from __future__ import annotations
 
@@ -29,6 +31,35 @@ class InitOptions:
     label_prefix: str = "RF"
     cleaning: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # more [section] keys
+    notes: list[str] = field(default_factory=list)  # what init decided on its own, for the user
+
+
+#: tape block sizes: the default, and LTO's (its drives stream best with large blocks)
+DEFAULT_BLOCK = 256 * 1024
+LTO_BLOCK = 1024 * 1024
+
+
+def probe_block_size(drive_urls: list[str]) -> tuple[int, str]:
+    """The block size for these drives, and why: 1 MiB when every drive says it is LTO.
+
+    An unreachable drive is no reason to refuse creating the archive (the library may be
+    switched on later): the default is kept and the note says so."""
+    from drivers.scsi.identity import is_lto
+    from drivers.scsi.library import open_drive
+
+    products = []
+    for url in drive_urls:
+        try:
+            drive = open_drive(url)
+        except Exception as exc:  # whatever failed, the default stands and the note says why
+            return DEFAULT_BLOCK, f"block_size 256KiB: could not ask drive {url} ({exc})"
+        try:
+            products.append((str(drive.identity), is_lto(drive.identity)))
+        finally:
+            drive.close()
+    if products and all(lto for _, lto in products):
+        return LTO_BLOCK, f"block_size 1MiB: LTO drive(s) ({products[0][0]})"
+    return DEFAULT_BLOCK, f"block_size 256KiB: drive(s) {', '.join(p for p, _ in products)}"
 
 
 def volume_labels(prefix: str, n: int) -> list[str]:
@@ -62,6 +93,9 @@ def init_archive(path: Path, opts: InitOptions) -> cfgmod.Config:
     library: dict[str, Any] = {"type": opts.library, "label_format": opts.label_format}
     if opts.block_size:
         library["block_size"] = opts.block_size
+    elif opts.library == "scsi" and "block_size" not in opts.extra.get("library", {}):
+        library["block_size"], note = probe_block_size(opts.drive_urls)
+        opts.notes.append(note)
     if opts.library == "emulated":
         library["path"] = "library"
     else:

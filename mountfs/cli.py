@@ -75,13 +75,27 @@ def cmd_init(a: argparse.Namespace) -> int:
         opts.extra.setdefault(parts[0], {})[parts[1]] = value
     config = init_archive(Path(a.archive), opts)
     if a.json:
-        print(json.dumps({"archive": str(config.archive), "id": config.archive_id}))
-    else:
-        out.print(
-            f"created archive {config.archive} (id {config.archive_id}): "
-            f"{a.volumes} volume(s) of {cfgmod.format_size(opts.volume_size)}, "
-            f"{a.drives} drive(s), {config.library.type} library"
+        print(
+            json.dumps(
+                {
+                    "archive": str(config.archive),
+                    "id": config.archive_id,
+                    "block_size": config.library.block_size,
+                    "notes": opts.notes,
+                }
+            )
         )
+        return 0
+    if config.library.type == "emulated":
+        what = (
+            f"{a.volumes} volume(s) of {cfgmod.format_size(opts.volume_size)}, "
+            f"{a.drives} drive(s), emulated library"
+        )
+    else:
+        what = f"{len(opts.drive_urls)} drive(s), SCSI library (its tapes are taken in at mount)"
+    out.print(f"created archive {config.archive} (id {config.archive_id}): {what}")
+    for note in opts.notes:
+        out.print(f"  {note}")
     return 0
 
 

@@ -49,6 +49,7 @@ def start(
     tape_size_mb: int,
     prefix: str = "RF",
     spare_slots: int = 3,
+    drive_product: str = "VTL-DRIVE",
 ) -> Vtl:
     require_tgt()
     directory.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,8 @@ def start(
             str(tape_size_mb),
             "--barcode-prefix",
             prefix,
+            "--drive-product",
+            drive_product,
             "--json",
         ],
         capture_output=True,

@@ -68,3 +68,12 @@ def read_identity(dev: ScsiDevice) -> Identity:
         serial=serial,
         t10_ids=tuple(t10),
     )
+
+
+def is_lto(ident: Identity) -> bool:
+    """An LTO (Ultrium) drive, by its INQUIRY product: IBM `ULT3580-TD8` / `ULTRIUM-TD9`,
+    HPE `Ultrium 8-SCSI`, Quantum `ULTRIUM-HH8`, Tandberg `LTO-7 HH`."""
+    product = ident.product.upper()
+    return ident.device_type == PERIPHERAL_TAPE and (
+        product.startswith("ULT") or product.startswith("LTO")
+    )

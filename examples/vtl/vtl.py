@@ -135,6 +135,7 @@ def start(
     target: str = "iqn.2024-01.org.reelfs:vtl",
     vendor: str = "REELFS",
     pdu_size: int = PDU_SIZE,
+    drive_product: str = "VTL-DRIVE",
 ) -> VtlState:
     for tool in ("tgtd", "tgtadm", "tgtimg"):
         if shutil.which(tool) is None:
@@ -151,6 +152,8 @@ def start(
         "tgtadm", "-C", str(cport), "--op", "show", "--mode", "system", check=False
     ).returncode == 0:
         raise VtlError(f"another tgtd already answers on control port {cport}")
+    if not 0 < len(drive_product) <= 16 or "," in drive_product or not drive_product.isascii():
+        raise VtlError("--drive-product: 1 to 16 ASCII characters, no comma (INQUIRY field)")
     ntapes = tapes if tapes is not None else slots - (1 if cleaning else 0)
     if ntapes + (1 if cleaning else 0) > slots:
         raise VtlError("more tapes than slots")
@@ -199,7 +202,7 @@ def start(
     try:
         _configure(
             state, proc, images, smc, drives, slots, ie_slots, barcodes, cleaners, vendor,
-            pdu_size,
+            pdu_size, drive_product,
         )  # fmt: skip
     except BaseException:
         stop(directory)
@@ -220,6 +223,7 @@ def _configure(
     cleaners: list[str],
     vendor: str,
     pdu_size: int,
+    drive_product: str,
 ) -> None:
     cport = state.control_port
 
@@ -254,7 +258,7 @@ def _configure(
         a("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", str(lun),
           "--device-type", "tape", "-b", "")  # fmt: skip
         a("--mode", "logicalunit", "--op", "update", "--tid", "1", "--lun", str(lun),
-          "--params", f"vendor_id={vendor},product_id=VTL-DRIVE,product_rev={rev},"
+          "--params", f"vendor_id={vendor},product_id={drive_product},product_rev={rev},"
           f"scsi_sn={serial}")  # fmt: skip
         state.drive_serials.append(serial)
         state.drives.append(f"iscsi://127.0.0.1:{state.port}/{state.target}/{lun}")
@@ -420,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--barcode-prefix", default="RL")
     s.add_argument("--target", default="iqn.2024-01.org.reelfs:vtl")
     s.add_argument("--pdu-size", type=int, default=PDU_SIZE)
+    s.add_argument(
+        "--drive-product", default="VTL-DRIVE", help="INQUIRY product of the drives (16 chars)"
+    )
     s.add_argument("--json", action="store_true", help="print the state as JSON")
     t = sub.add_parser("stop", help="stop the VTL started from --dir")
     t.add_argument("--dir", default=os.environ.get("REELFS_VTL_DIR", "/tmp/reelfs-vtl"))
@@ -444,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 barcode_prefix=args.barcode_prefix,
                 target=args.target,
                 pdu_size=args.pdu_size,
+                drive_product=args.drive_product,
             )
             if args.json:
                 print(json.dumps(asdict(state)))
