@@ -34,6 +34,7 @@ log = logging.getLogger("reelfs.fs")
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 READDIR_BATCH = 1024
+REAP_DELAY = 0.02  # s: the forgets of an `rm -r` gather for one commit
 BLKSIZE = 1024 * 1024  # tools like cp size their I/O by it: fewer, larger requests
 
 
@@ -87,6 +88,9 @@ class ReelFS(pyfuse3.Operations):
         self.lookups: Counter[int] = Counter()
         self.on_open = daemon.config.recall_on_open
         self.changes = daemon.journal  # the change journal when [post] is configured
+        # inodes the kernel forgot, freed together by `reaper` (see `forget`)
+        self._forgotten: set[int] = set()
+        self._reap_due = trio.Event()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -160,17 +164,40 @@ class ReelFS(pyfuse3.Operations):
         return self._looked_up(node)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        # Freeing an unlinked inode is a transaction; `rm` of many files sends one forget
+        # per file, so the reaper frees what was forgotten in the last moment in one commit
+        # (half the cost of each unlink). A crash in between loses nothing: recovery reaps
+        # inodes without links.
+        for inode, n in inode_list:
+            left = self.lookups.get(inode, 0) - n
+            if left > 0:
+                self.lookups[inode] = left
+            else:
+                self.lookups.pop(inode, None)
+                self._forgotten.add(inode)
+        if self._forgotten:
+            self._reap_due.set()
+
+    async def reaper(self) -> None:
+        """Free forgotten inodes that have no links left, a batch at a time."""
+        while True:
+            await self._reap_due.wait()
+            self._reap_due = trio.Event()
+            await trio.sleep(REAP_DELAY)
+            self.reap_now()
+
+    def reap_now(self) -> None:
+        """Free every forgotten inode without links now (also before the cache is found
+        full, and at unmount: a clean stop must leave nothing for recovery)."""
+        batch, self._forgotten = self._forgotten, set()
+        if not batch:
+            return
         try:
-            with self.cat.tx():  # one commit for the whole batch (rm -r forgets thousands)
-                for inode, n in inode_list:
-                    left = self.lookups.get(inode, 0) - n
-                    if left > 0:
-                        self.lookups[inode] = left
-                    else:
-                        self.lookups.pop(inode, None)
-                        self._maybe_drop(inode)
+            with self.cat.tx():
+                for inode in batch:
+                    self._maybe_drop(inode)
         except Exception:
-            log.exception("forget failed")  # must never raise
+            log.exception("freeing %d forgotten inode(s) failed", len(batch))
 
     @fuse_op
     async def getattr(
@@ -433,6 +460,7 @@ class ReelFS(pyfuse3.Operations):
         h = self.staging.handle(fh)
         growth = max(0, off + len(buf) - h.oi.size)
         log.info("cache full: making room for %d bytes", growth)
+        self.reap_now()  # files just removed may still hold cache space
         if not await self.daemon.make_room(growth):
             log.error("cache full: nothing could be evicted or flushed in time")
             raise FsError(errno.ENOSPC, "cache full")

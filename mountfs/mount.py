@@ -85,7 +85,7 @@ def serve(
             return 1
         mounted = True
         log.info("archive %s mounted on %s", config.archive, mountpoint)
-        trio.run(_main, daemon, ready)
+        trio.run(_main, daemon, fs, ready)
         return 0
     finally:
         if mounted:
@@ -109,9 +109,10 @@ def set_readahead(mountpoint: str, nbytes: int) -> None:
         log.info("readahead left at the kernel's default (%s: %s)", knob, e.strerror)
 
 
-async def _main(daemon: ArchiveDaemon, ready: int | None) -> None:
+async def _main(daemon: ArchiveDaemon, fs: ReelFS, ready: int | None) -> None:
     async with trio.open_nursery() as nursery:
         await daemon.run_services(nursery)
+        nursery.start_soon(fs.reaper)
         nursery.start_soon(_signals, nursery.cancel_scope)
         if daemon.mountpoint and daemon.config.mount.readahead:
             nursery.start_soon(
@@ -122,6 +123,7 @@ async def _main(daemon: ArchiveDaemon, ready: int | None) -> None:
             )
         _tell(ready, "OK")
         await pyfuse3.main()
+        fs.reap_now()
         nursery.cancel_scope.cancel()
 
 
