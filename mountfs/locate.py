@@ -1,15 +1,17 @@
 """Finding the archive and the files a command is about.
 
 An archive is found from `--archive DIR`, else `$REELFS_ARCHIVE`, else from a path on a
-reelfs mount (the mount answers the `user.reelfs.archive` xattr). A path on a mount maps
-to its inode by `lstat` (the mount reports catalog inode numbers); with `--archive`, a
-path that is not on a mount is taken relative to the archive root.
+reelfs mount (the mount answers the `user.reelfs.archive` xattr), else, for commands
+that name no path (`status`, `volumes`, ...), from the only reelfs mount there is. A
+path on a mount maps to its inode by `lstat` (the mount reports catalog inode numbers);
+with `--archive`, a path that is not on a mount is taken relative to the archive root.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +50,40 @@ def find_archive(explicit: str | None, paths: Sequence[str] = ()) -> Path:
         a = archive_of_path(p)
         if a is not None:
             return a
-    raise ArchiveError(
-        "which archive? give --archive DIR, set REELFS_ARCHIVE, or name a path on a reelfs mount"
-    )
+    hint = "give --archive DIR, set REELFS_ARCHIVE, or name a path on a reelfs mount"
+    if paths:  # paths off every mount: never guess which archive they were meant for
+        raise ArchiveError(f"which archive? {hint}")
+    mounted = mounted_archives()
+    archives = {a for _, a in mounted}
+    if len(archives) == 1:
+        return archives.pop()
+    if archives:
+        listed = ", ".join(f"{a} on {m}" for m, a in mounted)
+        raise ArchiveError(f"which archive? {len(archives)} are mounted ({listed}): {hint}")
+    raise ArchiveError(f"which archive? none is mounted: {hint}")
+
+
+def mounted_archives(mounts: Path = Path("/proc/self/mounts")) -> list[tuple[str, Path]]:
+    """(mount point, archive) of every reelfs mount this process can see and reach."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return []
+    out: list[tuple[str, Path]] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3 or fields[2] != "fuse.reelfs":
+            continue
+        mnt = _unescape(fields[1])
+        archive = archive_of_path(mnt)
+        if archive is not None:
+            out.append((mnt, archive))
+    return out
+
+
+def _unescape(field: str) -> str:
+    """The kernel writes space, tab, newline and backslash in mount fields as octal."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def load_config(archive: Path, overrides: Sequence[str] = ()) -> cfgmod.Config:

@@ -16,6 +16,7 @@ import pytest
 from backend.control import call
 from drivers.emulated import inject_fault, open_library, remove_cartridge
 from drivers.tape import ElementType
+from mountfs.locate import mounted_archives
 from tests.archive import (
     Mount,
     file_of,
@@ -354,3 +355,39 @@ def test_a_mover_that_keeps_failing_takes_its_drive_down(mounted: Mount) -> None
     mounted.cli("drive", "up", "drive1", *arch)
     mounted.flush(f)
     assert mounted.state(f) == "archived"
+
+
+def test_commands_without_paths_find_the_only_mounted_archive(
+    tmp_path: Path, mounted: Mount, make_archive
+) -> None:
+    foreign = [a for _, a in mounted_archives() if a != mounted.archive]
+    assert not foreign, f"other reelfs mounts on this machine: {foreign}"
+    p = reelfs("status", "--json")  # run from the repository, not from the mount
+    assert json.loads(p.stdout)["archive"] == str(mounted.archive)
+    second = mount(make_archive(), tmp_path / "mnt2")
+    try:
+        p = reelfs("volumes", check=False)
+        err = p.stderr.decode()
+        assert p.returncode == 1 and "2 are mounted" in err
+        assert str(mounted.archive) in err and str(second.archive) in err
+        # a path names its archive, and a path off every mount is never guessed at
+        p = reelfs("info", str(second.mnt))
+        assert p.returncode == 0
+        p = reelfs("flush", str(tmp_path), check=False)
+        assert p.returncode == 1 and "which archive?" in p.stderr.decode()
+        assert "are mounted" not in p.stderr.decode()
+    finally:
+        second.umount()
+    p = reelfs("drives", "--json")
+    assert p.returncode == 0
+
+
+def test_mount_table_fields_are_unescaped(tmp_path: Path, mounted: Mount) -> None:
+    table = tmp_path / "mounts"
+    table.write_text(
+        f"reelfs:{mounted.archive} {mounted.mnt} fuse.reelfs rw 0 0\n"
+        "tmpfs /tmp tmpfs rw 0 0\n"
+        f"reelfs:/gone {tmp_path}/no\\040such\\040mount fuse.reelfs rw 0 0\n"
+    )
+    assert mounted_archives(table) == [(str(mounted.mnt), mounted.archive)]
+    assert mounted_archives(tmp_path / "absent") == []
