@@ -16,7 +16,7 @@ from backend.catalog.files import ARCHIVED, DIRTY, RELEASED
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.errors import ArchiveError
-from backend.eviction import release_bitfile
+from backend.eviction import recopy_pending, release_bitfile
 from backend.recall import queue_recall
 
 
@@ -52,12 +52,13 @@ def bitfiles_under(cat: Catalog, inodes: Iterable[int]) -> list[tuple[int, str, 
 
 
 def flush(cat: Catalog, inodes: Iterable[int]) -> Summary:
-    """Make the dirty files below `inodes` due for writing now."""
+    """Make the dirty files below `inodes` due for writing now, and the tape copies of
+    archived files being written again (backend.mover re-copies)."""
     s = Summary()
     dirty = []
     for bid, state, size, _ in bitfiles_under(cat, inodes):
         s.files += 1
-        if state == DIRTY:
+        if state == DIRTY or (state == ARCHIVED and recopy_pending(cat, bid)):
             dirty.append(bid)
             s.bytes += size
         else:
@@ -81,6 +82,8 @@ def release(cat: Catalog, cache: Cache, inodes: Iterable[int]) -> Summary:
             s.skip(f"{state}: not on tape yet")
         elif pinned:
             s.skip("pinned")
+        elif recopy_pending(cat, bid):
+            s.skip("a lost tape copy is being re-created from the cache")
         else:
             freed = release_bitfile(cat, cache, bid)
             if freed or size == 0:
@@ -145,7 +148,11 @@ def progress(cat: Catalog, bitfiles: Iterable[int], goal: str) -> tuple[int, int
             done += 1
             continue
         state, error, bfid = row
-        ok = state in (ARCHIVED, RELEASED) if goal == "archived" else state in (ARCHIVED, DIRTY)
+        ok = (
+            state in (ARCHIVED, RELEASED) and not recopy_pending(cat, bid)
+            if goal == "archived"
+            else state in (ARCHIVED, DIRTY)
+        )
         if ok:
             done += 1
         elif error:

@@ -1,7 +1,9 @@
 """Cache eviction: release archived files, least recently used first.
 
 A file may leave the cache only when it is archived (a good tape copy exists), clean (no
-modification session open) and not pinned. The state change commits before the cache
+modification session open), not pinned, and has no write request: an archived file with
+one is having a lost or bad tape copy written again from its cached data (backend.mover),
+which must stay until the new copy is on tape. The state change commits before the cache
 file is unlinked, so a crash in between leaves an orphan cache file (removed at start),
 never a `released` file without a tape copy or an `archived` one without data.
 """
@@ -18,6 +20,19 @@ log = logging.getLogger("reelfs.eviction")
 
 BATCH = 256
 
+# no tape copy of the file is waiting to be (re-)written from the cache
+NO_WRITE_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM requests r WHERE r.bitfile=bitfiles.id AND r.kind='write')"
+)
+
+
+def recopy_pending(cat: Catalog, bitfile_id: int) -> bool:
+    """Whether an archived file's cached data still has a tape copy to write."""
+    return (
+        cat.one("SELECT 1 FROM requests WHERE bitfile=? AND kind='write'", (bitfile_id,))
+        is not None
+    )
+
 
 def release_bitfile(cat: Catalog, cache: Cache, bitfile_id: int) -> int:
     """Drop one archived file from the cache; returns the bytes freed (0 if not allowed)."""
@@ -30,7 +45,8 @@ def release_bitfile(cat: Catalog, cache: Cache, bitfile_id: int) -> int:
             return 0
         cur = cat.execute(
             "UPDATE bitfiles SET state=? WHERE id=? AND state=? AND pinned=0 AND writers=0 "
-            "AND EXISTS (SELECT 1 FROM tape_copies WHERE bitfile=bitfiles.id AND state='active')",
+            "AND EXISTS (SELECT 1 FROM tape_copies WHERE bitfile=bitfiles.id AND state='active') "
+            f"AND {NO_WRITE_PENDING}",
             (RELEASED, bitfile_id, ARCHIVED),
         )
         if cur.rowcount == 0:
@@ -46,6 +62,7 @@ def evict(cat: Catalog, cache: Cache, nbytes: int, *, protect: frozenset[int] = 
     while freed < nbytes:
         rows = cat.all(
             "SELECT id, accessed_ns FROM bitfiles WHERE state=? AND pinned=0 AND writers=0 "
+            f"AND {NO_WRITE_PENDING} "
             "AND (accessed_ns, id) > (?, ?) ORDER BY accessed_ns, id LIMIT ?",
             (ARCHIVED, *after, BATCH),
         )

@@ -25,6 +25,9 @@ Recalls locate straight to the member's record, read it into a temporary cache f
 (pax, or a foreign tar/cpio member), verify size, bfid and checksums, then publish it. A
 copy that reads wrong is marked bad (a media error of that copy) and the recall tries the
 file's other copies; it fails, and `open` gets EIO, only when no good copy is left.
+A recall that succeeds queues the copies the file lacks (found bad, or never made) to be
+written again from the cache; the write path takes such an `archived` file like a dirty
+one and records the new copy (event `copy_recreated`) without changing its state.
 
 Operator jobs (`TapeJob`: tape read, import of a foreign volume) run here too, with the
 volume mounted, so that the daemon stays the only user of the library.
@@ -53,7 +56,7 @@ from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk, TapeCopy
 from backend.catalog.namespace import Namespace
-from backend.catalog.pools import family_of_pool, split_pool
+from backend.catalog.pools import family_of_pool, pool_name, split_pool
 from backend.catalog.queue import RECALL, RequestQueue
 from backend.catalog.volumes import (
     FULL,
@@ -671,9 +674,10 @@ class Mover(threading.Thread):
         out: list[_Member] = []
         for req in group:
             bf, node = rows.get(req.bitfile, (None, ()))
-            if bf is None or bf.state != DIRTY or bf.writers:
-                # deleted, unlinked, replaced by a new version, or open for writing again
-                # (its session's end queues it anew)
+            if bf is None or bf.state not in (DIRTY, ARCHIVED) or bf.writers:
+                # deleted, unlinked, replaced by a new version, open for writing again
+                # (its session's end queues it anew), or released (a re-copy of an
+                # archived file whose data left the cache: the next recall queues it anew)
                 queue.done(req.id)
                 pending.remove(req)
                 continue
@@ -833,6 +837,7 @@ class Mover(threading.Thread):
         assert self.cat is not None
         now = time.time_ns()
         copies, done, again = [], [], []
+        recopied: list[tuple[_Member, int, str]] = []
         with self.cat.tx():
             fresh: dict[int, tuple] = {}
             for ids in _chunks([m.bf.id for m in written]):
@@ -847,8 +852,9 @@ class Mover(threading.Thread):
                 assert m.extent is not None and m.sums is not None
                 sums = m.sums
                 now_bf = fresh.get(bf.id)
+                # a re-copy of an archived file (bf.state ARCHIVED) stays archived
                 good = now_bf is not None and now_bf[1:5] == (
-                    DIRTY,
+                    bf.state,
                     bf.generation,
                     0,
                     bf.size,
@@ -864,7 +870,9 @@ class Mover(threading.Thread):
                 copy = split_pool(m.req.family or "")[1]
                 row = (bf.id, label, copy, fmt.next_fileno, first, ext.record, ext.offset)
                 copies.append((*row, bf.size, state, now))
-                if good and not mismatch:
+                if good and not mismatch and bf.state == ARCHIVED:
+                    recopied.append((m, copy, f"{label}:{fmt.next_fileno}:{first + ext.record}"))
+                elif good and not mismatch:
                     done.append((m, sums))
                 elif mismatch:
                     assert now_bf is not None
@@ -889,8 +897,22 @@ class Mover(threading.Thread):
                 copies,
             )
             self.cat.conn.executemany(
-                "DELETE FROM requests WHERE id=?", [(m.req.id,) for m, _ in done]
+                "DELETE FROM requests WHERE id=?",
+                [(m.req.id,) for m, _ in done] + [(m.req.id,) for m, _, _ in recopied],
             )
+            for m, copy, where in recopied:
+                # the file was archived already: its state, other copies and announcement
+                # stay as they were; only the new copy joins them
+                events.record(
+                    self.cat,
+                    "copy_recreated",
+                    f"copy {copy} of {m.path} written again at {where}",
+                    subject=m.bf.bfid,
+                    path=m.path,
+                    copy=copy,
+                    volume=label,
+                    location=where,
+                )
             complete = self._complete(done)
             self.cat.conn.executemany(
                 "UPDATE bitfiles SET state=?, archived_ns=?, path=?, adler32=?, crc32c=?, "
@@ -907,7 +929,7 @@ class Mover(threading.Thread):
                 "WHERE label=?",
                 (
                     records * self.block_size,
-                    len(done),
+                    len(done) + len(recopied),
                     fmt.next_fileno + 1,
                     eod,
                     layout,
@@ -1021,13 +1043,35 @@ class Mover(threading.Thread):
             raise
         self.cache.adopt(temp, bf.bfid)
         with self.cat.tx():
-            self.cat.execute(
+            recalled = self.cat.execute(
                 "UPDATE bitfiles SET state=?, error=NULL, accessed_ns=? WHERE id=? AND state=?",
                 (ARCHIVED, time.time_ns(), bf.id, RELEASED),
-            )
+            ).rowcount
             self.cat.execute("DELETE FROM requests WHERE id=?", (req.id,))
+            if recalled:
+                self._queue_recopies(bf, copy)
         self.lm.forget_request(req.id)
         self.hooks.recall_done(bf.id, None)
+
+    def _queue_recopies(self, bf: Bitfile, source: TapeCopy) -> None:
+        """In the recall's transaction: the good data is in the cache now, so each copy
+        the family keeps that has no active copy (found bad, or never made) is written
+        again from it, to its own pool. The file stays `archived` meanwhile, and is not
+        evicted before the new copies are on tape (backend.eviction)."""
+        assert self.cat is not None
+        family = bf.family or "default"
+        missing = RequestQueue(self.cat).enqueue_recopies(bf.id, family)
+        if missing:
+            events.record(
+                self.cat,
+                "recopy_queued",
+                f"copy {', '.join(map(str, missing))} of {bf.bfid} to be written again from "
+                f"copy {source.copy} at {source.location}",
+                subject=bf.bfid,
+                copies=missing,
+                pools=[pool_name(family, c) for c in missing],
+                source=source.location,
+            )
 
     def _read_copy(self, copy: TapeCopy, bf: Bitfile, temp: Path) -> None:
         """Read one tape copy into `temp`, located straight at its member; raises

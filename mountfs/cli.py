@@ -26,6 +26,7 @@ from backend import config as cfgmod
 from backend.catalog.db import CatalogError
 from backend.control import ControlError, DaemonNotRunning, call, is_running
 from backend.errors import ArchiveError
+from backend.eviction import recopy_pending
 from mountfs import locate, views
 
 EXIT_FAIL = 1
@@ -274,7 +275,11 @@ def _wait(
     queued: list[int] | None,
 ) -> int:
     if op == "flush":
-        bitfiles = [b for b, state, _, _ in admin.bitfiles_under(cat, inodes) if state == "dirty"]
+        bitfiles = [
+            b
+            for b, state, _, _ in admin.bitfiles_under(cat, inodes)
+            if state == "dirty" or (state == "archived" and recopy_pending(cat, b))
+        ]
         goal = "archived"
     else:
         bitfiles = queued or []

@@ -67,6 +67,35 @@ class RequestQueue:
                 ids.append(int(cur.lastrowid or 0))
             return ids
 
+    def enqueue_recopies(self, bitfile: int, family: str) -> list[int]:
+        """Re-create the tape copies an archived file lacks (bad, or never made because
+        the family keeps more copies now): when it has fewer active copies than `family`
+        keeps, one write request per copy number the family keeps that has no active copy
+        and no request yet, as enqueue_write does. Only while at least one good copy is
+        left (the cached data was read from it or is the file's own). Returns the copy
+        numbers newly queued; idempotent."""
+        with self.cat.tx():
+            active = {
+                int(r[0])
+                for r in self.cat.all(
+                    "SELECT DISTINCT copy FROM tape_copies WHERE bitfile=? AND state='active'",
+                    (bitfile,),
+                )
+            }
+            wanted = copies_wanted(self.cat, family)
+            if not active or len(active) >= wanted:
+                return []
+            queued = {
+                split_pool(r[0] or family)[1]
+                for r in self.cat.all(
+                    "SELECT family FROM requests WHERE bitfile=? AND kind=?", (bitfile, WRITE)
+                )
+            }
+            missing = [c for c in range(1, wanted + 1) if c not in active and c not in queued]
+            if missing:
+                self.enqueue_write(bitfile, family)
+            return missing
+
     def enqueue_recall(
         self, bitfile: int, volume: str, fileno: int, block: int, *, urgent: bool = True
     ) -> tuple[int, bool]:

@@ -1,6 +1,7 @@
 """Several tape copies per family: each copy on a volume of its own pool, a file archived
 only once every copy is on tape, a bad or unreadable copy skipped for the next, EIO only
-when none is left, and every copy readable by GNU tar."""
+when none is left, a bad copy written again from a good one (the data kept in the cache
+until then), and every copy readable by GNU tar."""
 
 from __future__ import annotations
 
@@ -260,5 +261,121 @@ def test_rebuild_catalog_puts_each_copy_back_in_its_pool(tmp_path: Path) -> None
         pools = {v["label"]: v["family"] for v in m.json("volumes")}
         assert [pools[loc.split(":")[0]] for loc in locations] == ["raw", "raw#2"]
         assert (m.mnt / "raw" / "f").read_bytes() == data
+    finally:
+        m.stop()
+
+
+def _pending_writes(archive: Path, path: str) -> list[str]:
+    """The pools of the write requests of the file at archive path `path`."""
+    db = sqlite3.connect(f"file:{archive}/catalog.db?mode=ro", uri=True)
+    try:
+        return [
+            r[0]
+            for r in db.execute(
+                "SELECT r.family FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
+                "WHERE b.path=? AND b.state != 'deleted' AND r.kind='write' ORDER BY r.family",
+                (path,),
+            )
+        ]
+    finally:
+        db.close()
+
+
+def test_a_bad_copy_is_written_again_from_a_good_one(tmp_path: Path) -> None:
+    data = file_of(600_000, 3)
+    archive, (first, second) = _archive_with_two_copies(tmp_path, data)
+    vol, _, block = first.split(":")
+    flip_byte(archive, vol, int(block) + 1, 1000)
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        f = m.mnt / "raw" / "f"
+        m.release(f)
+        assert f.read_bytes() == data  # from copy 2; copy 1 is found bad
+        # the recall's completion queued copy 1 again, for its own pool
+        assert _pending_writes(archive, "/raw/f") == ["raw"]
+        (queued,) = m.events("recopy_queued")
+        assert queued["details"]["copies"] == [1] and queued["details"]["source"] == second
+        assert m.state(f) == "archived"
+        m.flush(f)  # makes the re-copy urgent and waits for it (flush_delay is 1h here)
+        (made,) = m.events("copy_recreated")
+        assert made["details"]["copy"] == 1 and made["details"]["path"] == "/raw/f"
+        new_first = made["details"]["location"]
+        assert new_first != first and new_first.split(":")[0] == made["details"]["volume"]
+        pools = {v["label"]: v["family"] for v in m.json("volumes")}
+        assert pools[made["details"]["volume"]] == "raw"
+        assert m.state(f) == "archived"  # it never stopped being archived
+        assert _pending_writes(archive, "/raw/f") == []
+        assert sorted(tape_locations(m, f)) == sorted([new_first, second])
+        rows = copy_rows(archive, "/raw/f")
+        assert sorted((c, state) for c, _, state, _ in rows) == [
+            (1, "active"),
+            (1, "bad"),
+            (2, "active"),
+        ]
+        assert f.read_bytes() == data
+        m.umount()
+    finally:
+        m.stop()
+    # now copy 2 goes bad too: the file is read from the new copy 1
+    vol2, _, block2 = second.split(":")
+    flip_byte(archive, vol2, int(block2) + 1, 1000)
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        f = m.mnt / "raw" / "f"
+        m.release(f)
+        assert m.state(f) == "released"
+        last = max(e["id"] for e in m.events())
+        assert f.read_bytes() == data
+        new = [e for e in m.events() if e["id"] > last]
+        mounted = {e["details"]["volume"] for e in new if e["kind"] == "mount"}
+        assert mounted == {new_first.split(":")[0]}  # read from the new copy 1 alone
+        assert not [e for e in new if e["kind"] in ("copy_bad", "recopy_queued")]
+        assert m.state(f) == "archived"
+    finally:
+        m.stop()
+
+
+def test_data_waiting_for_a_recopy_stays_in_the_cache(tmp_path: Path) -> None:
+    data = file_of(300_000, 2)
+    archive, (first, _) = _archive_with_two_copies(tmp_path, data)
+    vol, _, block = first.split(":")
+    flip_byte(archive, vol, int(block) + 1, 100)
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        f = m.mnt / "raw" / "f"
+        m.release(f)
+        assert f.read_bytes() == data
+        # the re-copy is held back by the flush delay (1h in tests)
+        assert _pending_writes(archive, "/raw/f") == ["raw"]
+        out = " ".join(m.cli("release", str(f)).stdout.decode().split())
+        assert "1 skipped: a lost tape copy is being re-created from the cache" in out
+        rep = m.json("release", str(f))
+        assert rep["done"] == 0 and len(rep["skipped"]) == 1
+        assert m.state(f) == "archived"
+        assert not m.events("copy_recreated")
+        m.flush(f)
+        wait_for(lambda: m.events("copy_recreated"), timeout=60, what="the new copy 1")
+        m.release(f)
+        assert m.state(f) == "released"  # once it is on tape the data may go
+        assert f.read_bytes() == data
+    finally:
+        m.stop()
+
+
+def test_nothing_is_queued_when_no_good_copy_is_left(tmp_path: Path) -> None:
+    data = file_of(600_000, 1)
+    archive, locations = _archive_with_two_copies(tmp_path, data)
+    for loc in locations:
+        vol, _, block = loc.split(":")
+        flip_byte(archive, vol, int(block) + 1, 10)
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        f = m.mnt / "raw" / "f"
+        m.release(f)
+        with pytest.raises(OSError) as e:
+            f.read_bytes()
+        assert e.value.errno == errno.EIO
+        assert _pending_writes(archive, "/raw/f") == []
+        assert not m.events("recopy_queued")
     finally:
         m.stop()
