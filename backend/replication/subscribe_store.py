@@ -24,7 +24,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -266,20 +266,7 @@ class ArchiveStore:
             return False
         if os.path.isdir(final) and not os.path.islink(final):
             raise MessageError(f"{self.archive_path(final)} is a directory")
-        self.ensure_dirs(final.parent, origin)
-        if not os.path.lexists(final):
-            # a new name: one change, which the archive announces as a link
-            self.expect(final, origin)
-            os.symlink(target, final)
-            return True
-        temp = self.new_temp(final)
-        os.symlink(target, temp)
-        try:
-            self.expect(final, origin)
-            os.rename(temp, final)
-        except BaseException:
-            self.discard(temp)
-            raise
+        self._place(final, origin, lambda path: os.symlink(target, path))
         return True
 
     def hardlink(self, final: Path, existing: Path, origin: Mapping[str, Any]) -> bool:
@@ -291,21 +278,26 @@ class ArchiveStore:
                 return False
         except FileNotFoundError:
             pass
+        self._place(final, origin, lambda path: os.link(existing, path))
+        return True
+
+    def _place(self, final: Path, origin: Mapping[str, Any], make: Callable[[Path], None]) -> None:
+        """Make a link at `final` with `make`: straight there when the name is new (one
+        change, which the archive announces as a link: fileOp.link or fileOp.hlink), else
+        beside it and renamed over the old entry, so that the name never goes missing."""
         self.ensure_dirs(final.parent, origin)
         if not os.path.lexists(final):
-            # a new name: the archive announces it as a hard link (fileOp.hlink)
             self.expect(final, origin)
-            os.link(existing, final)
-            return True
+            make(final)
+            return
         temp = self.new_temp(final)
-        os.link(existing, temp)
+        make(temp)
         try:
             self.expect(final, origin)
             os.rename(temp, final)
         except BaseException:
             self.discard(temp)
             raise
-        return True
 
     def remove(self, local: Path, origin: Mapping[str, Any], *, directory: bool) -> bool:
         """unlink (rmdir for a directory); False if nothing was there."""

@@ -208,6 +208,9 @@ def test_eio_when_both_copies_are_bad(tmp_path: Path) -> None:
             f.read_bytes()  # and it stays so, without a mount
         assert e.value.errno == errno.EIO
         assert "2 bad" in m.xattr(f, "error")
+        # no good copy to re-create the others from: nothing is queued
+        assert _pending_writes(archive, "/raw/f") == []
+        assert not m.events("recopy_queued")
     finally:
         m.stop()
 
@@ -358,24 +361,5 @@ def test_data_waiting_for_a_recopy_stays_in_the_cache(tmp_path: Path) -> None:
         m.release(f)
         assert m.state(f) == "released"  # once it is on tape the data may go
         assert f.read_bytes() == data
-    finally:
-        m.stop()
-
-
-def test_nothing_is_queued_when_no_good_copy_is_left(tmp_path: Path) -> None:
-    data = file_of(600_000, 1)
-    archive, locations = _archive_with_two_copies(tmp_path, data)
-    for loc in locations:
-        vol, _, block = loc.split(":")
-        flip_byte(archive, vol, int(block) + 1, 10)
-    m = mount(archive, tmp_path / "mnt")
-    try:
-        f = m.mnt / "raw" / "f"
-        m.release(f)
-        with pytest.raises(OSError) as e:
-            f.read_bytes()
-        assert e.value.errno == errno.EIO
-        assert _pending_writes(archive, "/raw/f") == []
-        assert not m.events("recopy_queued")
     finally:
         m.stop()
