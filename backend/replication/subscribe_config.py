@@ -49,8 +49,14 @@ from typing import Any
 from backend.config import ConfigError as ArchiveConfigError
 from backend.config import parse_size
 
-from .broker import BrokerURL
-from .filters import ConfigError, Filter, first_match, read_document, split_filters
+from .common_config import (
+    ConfigError,
+    Filter,
+    broker_url,
+    first_match,
+    read_document,
+    split_filters,
+)
 from .message import DEFAULT_TOPIC_PREFIX
 
 ALIASES = {
@@ -214,15 +220,8 @@ def load_config(path: str | os.PathLike[str], state_db: str | None = None) -> Su
     cfg_path = Path(path).absolute()
     raw, filters = split_filters(cfg_path, read_document(cfg_path), ALIASES, KNOWN_KEYS)
 
-    broker = raw.get("broker")
-    if not isinstance(broker, str):
-        raise ConfigError(f"{cfg_path}: broker is required (amqp://user@host:port/)")
-    try:
-        burl = BrokerURL.parse(broker)
-    except ValueError as exc:
-        raise ConfigError(f"broker: {exc}") from None
-    if burl.password is not None:
-        raise ConfigError("broker: put the password in the credentials file, not the config")
+    burl = broker_url(cfg_path, raw)
+    broker: str = raw["broker"]
     user = burl.user or "anonymous"
 
     archive_raw = raw.get("archive")

@@ -38,8 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .broker import BrokerURL
-from .filters import ConfigError, Filter, first_match, read_document, split_filters
+from .common_config import (
+    ConfigError,
+    Filter,
+    broker_url,
+    first_match,
+    read_document,
+    split_filters,
+)
 from .message import IDENTITY_METHODS
 
 ALIASES = {
@@ -139,15 +145,8 @@ def load_config(
     wdir = Path(watch_dir).resolve()
     if not wdir.is_dir():
         raise ConfigError(f"{watch_dir} is not a directory")
-    broker = raw.get("broker")
-    if not isinstance(broker, str):
-        raise ConfigError(f"{cfg_path}: broker is required (amqp://user@host:port/)")
-    try:
-        burl = BrokerURL.parse(broker)
-    except ValueError as exc:
-        raise ConfigError(f"broker: {exc}") from None
-    if burl.password is not None:
-        raise ConfigError("broker: put the password in the credentials file, not the config")
+    burl = broker_url(cfg_path, raw)
+    broker: str = raw["broker"]
     base_dir = Path(os.path.expanduser(raw.get("post_base_dir", str(wdir)))).resolve()
     if wdir != base_dir and base_dir not in wdir.parents:
         raise ConfigError(f"post_base_dir {base_dir} must contain the watched directory {wdir}")

@@ -35,6 +35,13 @@ def two_copy_family(m: Mount, name: str = "raw") -> Path:
     return d
 
 
+def corrupt(archive: Path, location: str, records_in: int, offset: int) -> None:
+    """Flip a byte of the copy at `location` (VOLUME:FILENO:BLOCK), `records_in` records
+    past its header, `offset` bytes into that record."""
+    volume, _, block = location.split(":")
+    flip_byte(archive, volume, int(block) + records_in, offset)
+
+
 def volumes_of(m: Mount, path: Path) -> list[str]:
     return [loc.split(":")[0] for loc in tape_locations(m, path)]
 
@@ -143,8 +150,7 @@ def _archive_with_two_copies(tmp_path: Path, data: bytes) -> tuple[Path, list[st
 def test_a_corrupt_first_copy_is_read_from_the_second(tmp_path: Path) -> None:
     data = file_of(600_000, 4)  # three records
     archive, (first, second) = _archive_with_two_copies(tmp_path, data)
-    vol, _, block = first.split(":")
-    flip_byte(archive, vol, int(block) + 1, 1000)  # inside the data: only checksums tell
+    corrupt(archive, first, 1, 1000)  # inside the data: only checksums tell
     m = mount(archive, tmp_path / "mnt")
     try:
         f = m.mnt / "raw" / "f"
@@ -152,7 +158,7 @@ def test_a_corrupt_first_copy_is_read_from_the_second(tmp_path: Path) -> None:
         assert f.read_bytes() == data
         (bad,) = m.events("copy_bad")
         assert f"copy 1 at {first} is bad" in bad["message"] and "checksums" in bad["message"]
-        assert bad["details"]["volume"] == vol
+        assert bad["details"]["volume"] == first.split(":")[0]
         rows = copy_rows(archive, "/raw/f")
         assert [(c, state) for c, _, state, _ in rows] == [(1, "bad"), (2, "active")]
         assert "checksums" in (rows[0][3] or "")
@@ -191,8 +197,7 @@ def test_eio_when_both_copies_are_bad(tmp_path: Path) -> None:
     data = file_of(600_000, 6)
     archive, locations = _archive_with_two_copies(tmp_path, data)
     for loc in locations:
-        vol, _, block = loc.split(":")
-        flip_byte(archive, vol, int(block) + 2, 7)
+        corrupt(archive, loc, 2, 7)
     m = mount(archive, tmp_path / "mnt")
     try:
         f = m.mnt / "raw" / "f"
@@ -287,8 +292,7 @@ def _pending_writes(archive: Path, path: str) -> list[str]:
 def test_a_bad_copy_is_written_again_from_a_good_one(tmp_path: Path) -> None:
     data = file_of(600_000, 3)
     archive, (first, second) = _archive_with_two_copies(tmp_path, data)
-    vol, _, block = first.split(":")
-    flip_byte(archive, vol, int(block) + 1, 1000)
+    corrupt(archive, first, 1, 1000)
     m = mount(archive, tmp_path / "mnt")
     try:
         f = m.mnt / "raw" / "f"
@@ -320,8 +324,7 @@ def test_a_bad_copy_is_written_again_from_a_good_one(tmp_path: Path) -> None:
     finally:
         m.stop()
     # now copy 2 goes bad too: the file is read from the new copy 1
-    vol2, _, block2 = second.split(":")
-    flip_byte(archive, vol2, int(block2) + 1, 1000)
+    corrupt(archive, second, 1, 1000)
     m = mount(archive, tmp_path / "mnt")
     try:
         f = m.mnt / "raw" / "f"
@@ -341,8 +344,7 @@ def test_a_bad_copy_is_written_again_from_a_good_one(tmp_path: Path) -> None:
 def test_data_waiting_for_a_recopy_stays_in_the_cache(tmp_path: Path) -> None:
     data = file_of(300_000, 2)
     archive, (first, _) = _archive_with_two_copies(tmp_path, data)
-    vol, _, block = first.split(":")
-    flip_byte(archive, vol, int(block) + 1, 100)
+    corrupt(archive, first, 1, 100)
     m = mount(archive, tmp_path / "mnt")
     try:
         f = m.mnt / "raw" / "f"

@@ -1,5 +1,6 @@
-"""What the line-oriented configurations of `reelfs watch` and `reelfs subscribe` share:
-the TOML document, its key aliases, and sr3's accept/reject filters.
+"""What the configurations of `reelfs watch` and `reelfs subscribe` share: the TOML
+document, its key aliases, the broker URL (password only in the credentials file), and
+sr3's accept/reject filters.
 
 sr3 decides with the first `accept`/`reject` pattern that matches, top to bottom, and
 falls back to `accept_unmatched`; TOML cannot repeat a key, so an ordered mix of both
@@ -14,6 +15,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .broker import BrokerURL
 
 
 class ConfigError(Exception):
@@ -101,3 +104,17 @@ def _filter_tables(value: Any) -> list[Filter]:
         ((kind, pattern),) = table.items()
         out.extend(compile_filters(kind, pattern))
     return out
+
+
+def broker_url(cfg_path: Path, raw: dict[str, Any]) -> BrokerURL:
+    """The `broker` key: required, a valid URL, and without a password."""
+    broker = raw.get("broker")
+    if not isinstance(broker, str):
+        raise ConfigError(f"{cfg_path}: broker is required (amqp://user@host:port/)")
+    try:
+        burl = BrokerURL.parse(broker)
+    except ValueError as exc:
+        raise ConfigError(f"broker: {exc}") from None
+    if burl.password is not None:
+        raise ConfigError("broker: put the password in the credentials file, not the config")
+    return burl
