@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from backend.admin.control import call  # noqa: E402
 from backend.config import parse_size  # noqa: E402
-from backend.control import call  # noqa: E402
 from tests.archive import Mount, init_archive, mount  # noqa: E402
 from tests.waiting import wait_for  # noqa: E402
 

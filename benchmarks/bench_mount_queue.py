@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from backend import config as cfgmod  # noqa: E402
-from backend.cache import Cache  # noqa: E402
+from backend.cache.store import Cache  # noqa: E402
 from backend.catalog import open_catalog  # noqa: E402
 
 

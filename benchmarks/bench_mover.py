@@ -47,8 +47,8 @@ import harness
 from harness import MiB, Timer, drop_caches, ratio_row
 
 from backend import config
-from backend.cache import Cache
-from backend.checksum import Checksummer
+from backend.cache.checksum import Checksummer
+from backend.cache.store import Cache
 from drivers.emulated import create_library, open_library
 from drivers.formats.pax import MemberInfo, TapeFileWriter, read_member
 from tests.archive import reelfs

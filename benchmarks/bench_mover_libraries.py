@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.checksum import Checksummer  # noqa: E402
+from backend.cache.checksum import Checksummer  # noqa: E402
 from backend.config import parse_size  # noqa: E402
 from drivers.formats.pax import MemberInfo, TapeFileWriter  # noqa: E402
 from drivers.tape import ElementType, Library  # noqa: E402

@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from backend.cache.staging import Handle, NeedsRecall, SessionEnd
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
-from backend.daemon import ArchiveDaemon
+from backend.daemon.archive import ArchiveDaemon
 from backend.errors import FsError
-from backend.staging import Handle, NeedsRecall, SessionEnd
-from backend.xattrs import Xattrs
+from mountfs.xattrs import Xattrs
 
 log = logging.getLogger("reelfs.fs")
 

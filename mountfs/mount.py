@@ -18,7 +18,7 @@ import pyfuse3
 import trio
 
 from backend.config import Config
-from backend.daemon import ArchiveDaemon
+from backend.daemon.archive import ArchiveDaemon
 from backend.errors import ArchiveError
 from mountfs.fs import ReelFS
 

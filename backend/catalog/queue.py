@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 
 from backend.catalog.db import Catalog
-from backend.catalog.pools import copies_wanted, pool_name, split_pool
+from backend.catalog.families import copies_wanted, pool_name, split_pool
 
 WRITE, RECALL = "write", "recall"
 QUEUED, RUNNING = "queued", "running"

@@ -14,14 +14,14 @@ import threading
 import time
 from typing import BinaryIO
 
-from backend.cache import Cache
+from backend.admin.control import DaemonNotRunning, call
+from backend.cache.store import Cache
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
 from backend.config import Config
-from backend.control import DaemonNotRunning, call
 from backend.errors import ArchiveError, FsError
-from backend.recall import queue_recall
+from backend.library.recall import queue_recall
 from backend.replication.http_service import FileStat, NotCached
 
 POLL = 0.1

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from backend.cache import Cache
+from backend.cache.store import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, FileClerk

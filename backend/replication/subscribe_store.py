@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.control import ControlError, DaemonNotRunning, call
+from backend.admin.control import ControlError, DaemonNotRunning, call
 
 from .message import MessageError, safe_join
 

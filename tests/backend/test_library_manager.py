@@ -16,7 +16,7 @@ from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
-from backend.library_manager import LibraryManager
+from backend.library.manager import LibraryManager
 
 ARCHIVE_ID = "0123ABCD"
 
@@ -237,7 +237,7 @@ def test_a_copy_already_on_tape_is_not_queued_again(cat: Catalog, tmp_path: Path
 
 
 def test_pool_names_cannot_clash_with_families() -> None:
-    from backend.catalog.pools import pool_name, split_pool
+    from backend.catalog.families import pool_name, split_pool
     from backend.config import FAMILY_RE
 
     assert pool_name("raw", 1) == "raw" and pool_name("raw", 2) == "raw#2"

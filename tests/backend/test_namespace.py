@@ -13,8 +13,8 @@ from backend.catalog import open_catalog
 from backend.catalog.db import Catalog
 from backend.catalog.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace
 from backend.catalog.schema import ROOT_INODE
+from backend.daemon.recovery import integrity_check
 from backend.errors import FsError
-from backend.recovery import integrity_check
 
 DIR = stat.S_IFDIR | 0o755
 REG = stat.S_IFREG | 0o644

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import admin
-from backend.cache import Cache
+from backend.admin import files as admin
+from backend.cache.eviction import evict, release_bitfile
+from backend.cache.store import Cache
 from backend.catalog import open_catalog
 from backend.catalog.db import Catalog
 from backend.catalog.files import FileClerk
@@ -18,7 +19,6 @@ from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
-from backend.eviction import evict, release_bitfile
 
 ARCHIVE_ID = "0123ABCD"
 

@@ -6,12 +6,12 @@ import os
 import stat
 from pathlib import Path
 
-from backend.cache import Cache
+from backend.cache.staging import Staging
+from backend.cache.store import Cache
 from backend.catalog import open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY
 from backend.catalog.namespace import Namespace
 from backend.catalog.schema import ROOT_INODE
-from backend.staging import Staging
 
 ARCHIVE_ID = "0123ABCD"
 

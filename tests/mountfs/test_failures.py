@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.control import call
+from backend.admin.control import call
 from drivers.emulated import inject_fault, open_library, remove_cartridge
 from drivers.tape import ElementType
 from mountfs.locate import mounted_archives

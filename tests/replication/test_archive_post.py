@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.control import call
+from backend.admin.control import call
 from tests.archive import Mount, file_of, init_archive, mount, reelfs
 from tests.ports import free_port
 from tests.replication.conftest import BrokerHandle, collect

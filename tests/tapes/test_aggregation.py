@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from backend import config as cfgmod
-from backend.aggregation import plan
 from backend.catalog import open_catalog
 from backend.catalog.db import Catalog
 from backend.catalog.files import FileClerk
@@ -19,7 +18,8 @@ from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
-from backend.library_manager import LibraryManager
+from backend.library.manager import LibraryManager
+from backend.tape.aggregation import plan
 from tests.archive import file_of, init_archive, mount, tape_locations
 from tests.waiting import wait_for
 

@@ -18,7 +18,7 @@ from backend.catalog.db import Catalog
 from drivers.tape import TapeError
 
 if TYPE_CHECKING:
-    from backend.mover import Mover
+    from backend.mover.session import Mover
 
 log = logging.getLogger("reelfs.cleaning")
 
@@ -126,8 +126,8 @@ def clean_session(mover: Mover, limit: int) -> bool:
         if result.cleaned or not result.expired:
             return result.cleaned
     mark_done(cat, mover.drive_name)  # asked again at the next dismount if still needed
-    last = _complained.get(mover.drive_name, 0.0)
-    if time.monotonic() - last > COMPLAINT_INTERVAL:
+    last = _complained.get(mover.drive_name)  # None: never said (monotonic starts at boot)
+    if last is None or time.monotonic() - last > COMPLAINT_INTERVAL:
         _complained[mover.drive_name] = time.monotonic()
         events.record(
             cat,

@@ -12,8 +12,8 @@ from typing import Any
 
 from backend import config as cfgmod
 from backend.catalog.db import open_catalog
+from backend.daemon.recovery import mark_clean_stop, reconcile_library
 from backend.errors import ArchiveError
-from backend.recovery import mark_clean_stop, reconcile_library
 
 
 @dataclass

@@ -15,9 +15,9 @@ import logging
 import re
 
 from backend.catalog.db import Catalog
+from backend.catalog.families import MAX_COPIES
 from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Inode, Namespace
-from backend.catalog.pools import MAX_COPIES
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.config import FAMILY_RE

@@ -21,7 +21,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from backend.replication.archive_source import ArchiveSource
     from backend.replication.credentials import Credentials, CredentialsError
     from backend.replication.http_service import serve
-    from mountfs.cli import UsageError, out
+    from mountfs.cli.main import UsageError, out
 
     config = cfgmod.load(Path(a.archive))
     host, sep, port = a.listen.rpartition(":")

@@ -22,27 +22,30 @@ from typing import Any
 
 import trio
 
-from backend import admin, cleaning, library_ops, tapejobs
-from backend.cache import Cache
+from backend.admin import files as admin
+from backend.admin import tapes as tapejobs
+from backend.cache.eviction import evict, to_watermark
+from backend.cache.staging import Staging
+from backend.cache.store import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import VolumeClerk
 from backend.config import Config, parse_size
-from backend.errors import ArchiveError
-from backend.eviction import evict, to_watermark
-from backend.library_manager import LibraryManager
-from backend.mover import Mover, MoverHooks
-from backend.recall import queue_recall
-from backend.recovery import (
+from backend.daemon.recovery import (
     RecoveryReport,
     mark_clean_stop,
     reconcile_library,
     recover,
     was_clean_stop,
 )
-from backend.staging import Staging
+from backend.errors import ArchiveError
+from backend.library import cleaning
+from backend.library import operations as library_ops
+from backend.library.manager import LibraryManager
+from backend.library.recall import queue_recall
+from backend.mover.session import Mover, MoverHooks
 from drivers import open_library
 from drivers.tape import ElementType, Library
 
@@ -468,7 +471,7 @@ class ArchiveDaemon:
     # -- control socket --------------------------------------------------------------------
 
     async def _control_server(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        from backend.control import bind
+        from backend.admin.control import bind
 
         sock = trio.socket.from_stdlib_socket(bind(self.config.socket_path))
         task_status.started()

@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from backend import foreign
 from backend.catalog.db import open_catalog
 from backend.catalog.volumes import VolumeClerk
 from backend.config import parse_size
 from backend.errors import ArchiveError
-from backend.library_manager import TapeJob
-from backend.tape_read import read_data_file
+from backend.library.manager import TapeJob
+from backend.tape import foreign
+from backend.tape.read import read_data_file
 
 if TYPE_CHECKING:
-    from backend.daemon import ArchiveDaemon
-    from backend.mover import Mover
+    from backend.daemon.archive import ArchiveDaemon
+    from backend.mover.session import Mover
 
 OPS = ("tape_read", "import_volume")
 #: a larger pipe keeps the mover streaming while the reader catches up

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.catalog.pools import MAX_COPIES
+from backend.catalog.families import MAX_COPIES
 
 CONFIG_NAME = "reelfs.toml"
 

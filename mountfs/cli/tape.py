@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend import config as cfgmod
-from backend.control import DaemonNotRunning, call, is_running
+from backend.admin.control import DaemonNotRunning, call, is_running
 from backend.errors import ArchiveError
 
 #: how long the CLI waits for the daemon's answer to a tape job (a whole volume's scan)
@@ -39,7 +39,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def cmd_tape_read(a: argparse.Namespace) -> int:
-    from mountfs.cli import UsageError, err, open_archive
+    from mountfs.cli.main import UsageError, err, open_archive
 
     out = os.open(a.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if a.output else 1
     try:
@@ -72,9 +72,9 @@ def cmd_tape_read(a: argparse.Namespace) -> int:
 
 
 def _read_offline(config: cfgmod.Config, cat: Any, label: str, fileno: int, out: int) -> dict:
-    from backend.daemon import lock_archive
-    from backend.offline import volume_in_drive
-    from backend.tape_read import read_data_file
+    from backend.daemon.archive import lock_archive
+    from backend.library.offline import volume_in_drive
+    from backend.tape.read import read_data_file
     from drivers import open_library
 
     fd = lock_archive(config)
@@ -156,7 +156,7 @@ def _drain_fifo(r: int, out: int) -> None:
 
 
 def cmd_import_volume(a: argparse.Namespace) -> int:
-    from mountfs.cli import open_archive, out
+    from mountfs.cli.main import open_archive, out
 
     config, cat = open_archive(a)
     try:
@@ -189,10 +189,10 @@ def cmd_import_volume(a: argparse.Namespace) -> int:
 
 
 def _import_offline(config: cfgmod.Config, cat: Any, a: argparse.Namespace) -> dict:
-    from backend import foreign
-    from backend.daemon import lock_archive
-    from backend.offline import volume_in_drive
-    from backend.tapejobs import default_capacity
+    from backend.admin.tapes import default_capacity
+    from backend.daemon.archive import lock_archive
+    from backend.library.offline import volume_in_drive
+    from backend.tape import foreign
     from drivers import open_library
 
     fd = lock_archive(config)
@@ -235,10 +235,10 @@ def _import_offline(config: cfgmod.Config, cat: Any, a: argparse.Namespace) -> d
 
 
 def cmd_rebuild_catalog(a: argparse.Namespace) -> int:
-    from backend.daemon import lock_archive
-    from backend.rebuild import rebuild
+    from backend.daemon.archive import lock_archive
+    from backend.tape.rebuild import rebuild
     from mountfs import locate
-    from mountfs.cli import UsageError, err, out
+    from mountfs.cli.main import UsageError, err, out
 
     if not a.from_tapes:
         raise UsageError("reelfs rebuild-catalog needs --from-tapes (the only source there is)")

@@ -38,10 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.aggregation import is_small
 from backend.catalog import events
 from backend.catalog.db import Catalog
-from backend.catalog.pools import family_of_pool
+from backend.catalog.families import family_of_pool
 from backend.catalog.queue import QUEUED, RECALL, RUNNING, WRITE
 from backend.catalog.volumes import (
     EXPORTED,
@@ -52,6 +51,7 @@ from backend.catalog.volumes import (
     VolumeClerk,
 )
 from backend.config import Config
+from backend.tape.aggregation import is_small
 
 log = logging.getLogger("reelfs.lm")
 
@@ -538,8 +538,8 @@ class LibraryManager:
         return refused
 
     def _complain(self, cat: Catalog, key: str, message: str) -> None:
-        last = self._complained.get(key, 0.0)
-        if time.monotonic() - last < COMPLAINT_INTERVAL:
+        last = self._complained.get(key)  # None: never said (monotonic starts at boot)
+        if last is not None and time.monotonic() - last < COMPLAINT_INTERVAL:
             return
         self._complained[key] = time.monotonic()
         events.record(cat, "stalled", message, subject=key, level="warning")

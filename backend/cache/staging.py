@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backend.cache import Cache
+from backend.cache.checksum import Checksummer, Sums, file_sums
+from backend.cache.store import Cache
 from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.queue import RequestQueue
-from backend.checksum import Checksummer, Sums, file_sums
 from backend.errors import FsError
 
 log = logging.getLogger("reelfs.staging")

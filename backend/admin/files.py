@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from backend.cache import Cache
+from backend.cache.eviction import recopy_pending, release_bitfile
+from backend.cache.store import Cache
 from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.errors import ArchiveError
-from backend.eviction import recopy_pending, release_bitfile
-from backend.recall import queue_recall
+from backend.library.recall import queue_recall
 
 
 @dataclass

@@ -17,7 +17,7 @@ import os
 
 from backend.catalog.db import Catalog
 from backend.errors import ArchiveError
-from backend.tapelayout import ANSI, NONE, read_bot, volume_format
+from backend.tape.layout import ANSI, NONE, read_bot, volume_format
 from drivers.formats.ansi import read_header
 from drivers.formats.foreign import DEFAULT_MAX_RECORD
 from drivers.tape import (

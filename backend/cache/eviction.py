@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.cache import Cache
+from backend.cache.store import Cache
 from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, RELEASED
 

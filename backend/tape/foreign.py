@@ -27,15 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from backend.cache.checksum import Checksummer
 from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.files import DELETED, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import BLANK, NOACCESS, READONLY, VolumeClerk
-from backend.checksum import Checksummer
 from backend.errors import ArchiveError, FsError
-from backend.tapelayout import ANSI, FOREIGN, NONE
+from backend.tape.layout import ANSI, FOREIGN, NONE
 from drivers.formats import cpio, pax
 from drivers.formats.ansi import LabelError, Vol1
 from drivers.formats.archive import MemberType

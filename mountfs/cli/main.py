@@ -21,12 +21,12 @@ from typing import Any
 
 from rich.console import Console
 
-from backend import admin
 from backend import config as cfgmod
+from backend.admin import files as admin
+from backend.admin.control import ControlError, DaemonNotRunning, call, is_running
+from backend.cache.eviction import recopy_pending
 from backend.catalog.db import CatalogError
-from backend.control import ControlError, DaemonNotRunning, call, is_running
 from backend.errors import ArchiveError
-from backend.eviction import recopy_pending
 from mountfs import locate, views
 
 EXIT_FAIL = 1
@@ -35,10 +35,10 @@ EXIT_USAGE = 2
 #: modules adding command groups: each has `register(add)`, where
 #: `add(name, function, help) -> argparse.ArgumentParser` adds one subcommand
 COMMAND_MODULES: list[str] = [
-    "mountfs.cmd_library",
-    "mountfs.cmd_serve",
-    "mountfs.cmd_tape",
-    "mountfs.cmd_subscribe",
+    "mountfs.cli.library",
+    "mountfs.cli.serve",
+    "mountfs.cli.tape",
+    "mountfs.cli.subscribe",
 ]
 
 # markup off: paths and messages may contain [brackets] that are not rich markup
@@ -54,7 +54,7 @@ class UsageError(Exception):
 
 
 def cmd_init(a: argparse.Namespace) -> int:
-    from backend.create import InitOptions, init_archive
+    from backend.daemon.create import InitOptions, init_archive
 
     opts = InitOptions(
         drives=a.drives,
@@ -236,8 +236,8 @@ def _admin(a: argparse.Namespace, op: str) -> int:
 
 def _admin_offline(config: cfgmod.Config, cat: Any, op: str, inodes: list[int]) -> dict:
     """The daemon is down: do what can be done on the catalog alone, holding the lock."""
-    from backend.cache import Cache
-    from backend.daemon import lock_archive
+    from backend.cache.store import Cache
+    from backend.daemon.archive import lock_archive
 
     if op == "flush":
         raise ArchiveError(
@@ -417,7 +417,7 @@ def cmd_drive(a: argparse.Namespace) -> int:
                 timeout=600,
             )
         except DaemonNotRunning:
-            from backend.daemon import lock_archive
+            from backend.daemon.archive import lock_archive
 
             fd = lock_archive(config)
             try:
@@ -443,7 +443,7 @@ def cmd_drive(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    from backend.recovery import integrity_check
+    from backend.daemon.recovery import integrity_check
 
     _config, cat = _open(a)
     try:

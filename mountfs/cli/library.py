@@ -13,10 +13,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from backend import cleaning, library_ops
+from backend.admin.control import DaemonNotRunning, call
 from backend.config import parse_size
-from backend.control import DaemonNotRunning, call
-from backend.daemon import lock_archive
+from backend.daemon.archive import lock_archive
+from backend.library import cleaning
+from backend.library import operations as library_ops
 from drivers import open_library
 
 COLUMNS = ["address", "type", "full", "barcode", "source", "volume_state", "family", "identifier"]
@@ -58,7 +59,7 @@ def _offline(config: Any, cat: Any, a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_library(a: argparse.Namespace) -> int:
     from mountfs import views
-    from mountfs.cli import UsageError, open_archive, out
+    from mountfs.cli.main import UsageError, open_archive, out
 
     if a.action in ("export", "clean") and not a.target:
         raise UsageError(

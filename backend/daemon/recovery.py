@@ -12,13 +12,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from backend.cache import Cache
+from backend.cache.checksum import file_sums
+from backend.cache.store import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
-from backend.checksum import file_sums
 from drivers.tape import ElementType, MediaChanger
 
 log = logging.getLogger("reelfs.recovery")

@@ -41,19 +41,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backend.cache import Cache
+from backend.cache.checksum import file_sums
+from backend.cache.store import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
+from backend.catalog.families import MAX_COPIES, pool_name
 from backend.catalog.files import ARCHIVED, DELETED, RELEASED
 from backend.catalog.namespace import Namespace
-from backend.catalog.pools import MAX_COPIES, pool_name
 from backend.catalog.schema import ROOT_INODE
-from backend.checksum import file_sums
 from backend.config import Config, parse_size
+from backend.daemon.recovery import reconcile_library
 from backend.errors import ArchiveError, FsError
-from backend.offline import volume_in_drive
-from backend.recovery import reconcile_library
-from backend.tapelayout import ANSI, BOT_READ, NONE, read_bot, volser_for
+from backend.library.offline import volume_in_drive
+from backend.tape.layout import ANSI, BOT_READ, NONE, read_bot, volser_for
 from drivers import open_library
 from drivers.formats import pax
 from drivers.formats.errors import FormatError

@@ -49,14 +49,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend import cleaning, foreign
-from backend.aggregation import plan
-from backend.cache import Cache
+from backend.cache.checksum import Checksummer, Sums
+from backend.cache.eviction import evict
+from backend.cache.store import Cache
 from backend.catalog import events
 from backend.catalog.db import Catalog, open_catalog
+from backend.catalog.families import family_of_pool, pool_name, split_pool
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk, TapeCopy
 from backend.catalog.namespace import Namespace
-from backend.catalog.pools import family_of_pool, pool_name, split_pool
 from backend.catalog.queue import RECALL, RequestQueue
 from backend.catalog.volumes import (
     FULL,
@@ -67,12 +67,13 @@ from backend.catalog.volumes import (
     SUSPECT,
     VolumeClerk,
 )
-from backend.checksum import Checksummer, Sums
 from backend.config import Config
 from backend.errors import ArchiveError
-from backend.eviction import evict
-from backend.library_manager import JOB, LibraryManager, Request, Work
-from backend.tapelayout import (
+from backend.library import cleaning
+from backend.library.manager import JOB, LibraryManager, Request, Work
+from backend.tape import foreign
+from backend.tape.aggregation import plan
+from backend.tape.layout import (
     ANSI,
     NONE,
     VolumeFormat,

@@ -1,0 +1,2 @@
+"""Movers: one thread per tape drive, moving data between the cache and tape in CTA-style
+sessions."""

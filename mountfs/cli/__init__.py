@@ -1,0 +1,1 @@
+"""The `reelfs` command line: one module per command group; `main` parses and dispatches."""
