@@ -27,24 +27,19 @@ from backend.admin import tapes as tapejobs
 from backend.cache.eviction import evict, to_watermark
 from backend.cache.staging import Staging
 from backend.cache.store import Cache
-from backend.catalog import events
+from backend.catalog import events, meta
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import VolumeClerk
 from backend.config import Config, parse_size
-from backend.daemon.recovery import (
-    RecoveryReport,
-    mark_clean_stop,
-    reconcile_library,
-    recover,
-    was_clean_stop,
-)
+from backend.daemon.recovery import RecoveryReport, recover
 from backend.errors import ArchiveError
 from backend.library import cleaning
 from backend.library import operations as library_ops
 from backend.library.manager import LibraryManager
 from backend.library.recall import queue_recall
+from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverHooks
 from drivers import open_library
 from drivers.tape import ElementType, Library
@@ -153,7 +148,7 @@ class ArchiveDaemon:
             # before recovery, which queues the copies the families keep
             sync_families(self.cat, cfg)
             self.recovery = recover(
-                self.cat, self.cache, cfg.archive_id, clean=was_clean_stop(self.cat)
+                self.cat, self.cache, cfg.archive_id, clean=meta.take_clean_stop(self.cat)
             )
             with self.cat.tx():
                 self.cat.execute("UPDATE drives SET session='idle', volume=NULL WHERE state='up'")
@@ -343,7 +338,7 @@ class ArchiveDaemon:
                             and all(not m.is_alive() for m in self.movers)
                             and c.one("SELECT 1 FROM bitfiles WHERE writers > 0") is None
                         ):
-                            mark_clean_stop(c)  # nothing in flux: the next start can trust it
+                            meta.mark_clean_stop(c)  # nothing in flux: the next start can trust it
                         events.record(
                             c, "daemon_stop", "archive daemon stopped", subject=self.config.name
                         )

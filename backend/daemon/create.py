@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from backend import config as cfgmod
+from backend.catalog import meta
 from backend.catalog.db import open_catalog
-from backend.daemon.recovery import mark_clean_stop, reconcile_library
 from backend.errors import ArchiveError
+from backend.library.reconcile import reconcile_library
 
 
 @dataclass
@@ -121,11 +122,8 @@ def init_archive(path: Path, opts: InitOptions) -> cfgmod.Config:
             d.mkdir(parents=True, exist_ok=True)
         cat = open_catalog(config.catalog_path, create=True)
         try:
-            cat.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('archive_id', ?)",
-                (config.archive_id,),
-            )
-            mark_clean_stop(cat)  # nothing to recover in a new archive
+            meta.set_archive_id(cat, config.archive_id)
+            meta.mark_clean_stop(cat)  # nothing to recover in a new archive
             if opts.library == "emulated":
                 from drivers.emulated import create_library, open_library
 

@@ -19,7 +19,6 @@ from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
-from drivers.tape import ElementType, MediaChanger
 
 log = logging.getLogger("reelfs.recovery")
 
@@ -44,22 +43,6 @@ class RecoveryReport:
                 self.released_without_cache,
             )
         )
-
-
-CLEAN_STOP = "clean_stop"
-
-
-def was_clean_stop(cat: Catalog) -> bool:
-    """Whether the last daemon stopped cleanly; marks the archive as running from now."""
-    with cat.tx():
-        clean = cat.value("SELECT value FROM meta WHERE key=?", (CLEAN_STOP,)) == "1"
-        cat.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '0')", (CLEAN_STOP,))
-    return clean
-
-
-def mark_clean_stop(cat: Catalog) -> None:
-    with cat.tx():
-        cat.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (CLEAN_STOP,))
 
 
 def recover(cat: Catalog, cache: Cache, archive_id: str, *, clean: bool = False) -> RecoveryReport:
@@ -184,78 +167,6 @@ def _lost(cat: Catalog, rep: RecoveryReport, bfid: str, why: str) -> None:
     with cat.tx():
         cat.execute("UPDATE bitfiles SET error=? WHERE bfid=?", (why, bfid))
     events.record(cat, "data_lost", why, subject=bfid, level="error")
-
-
-def reconcile_library(
-    cat: Catalog, changer: MediaChanger, *, media_type: str, default_capacity: int
-) -> dict[str, list[str]]:
-    """Make the catalog's volumes agree with what the changer holds.
-
-    New barcodes become blank volumes of the common pool; volumes the catalog expects but
-    the library lacks are flagged `missing` (their recalls are then bounced with a clear
-    error); volumes that reappear get their previous state back.
-    """
-    inv = changer.inventory()
-    present: dict[str, int] = {}
-    for el in inv.elements:
-        if el.full and el.barcode:
-            home = el.address
-            if el.type == ElementType.DRIVE and el.source is not None:
-                home = el.source
-            present[el.barcode] = home
-    report: dict[str, list[str]] = {"added": [], "missing": [], "returned": []}
-    with cat.tx():
-        known = {r[0]: (r[1], r[2]) for r in cat.all("SELECT label, state, error FROM volumes")}
-        for label, home in present.items():
-            if label.startswith("CLN"):
-                if label not in known:
-                    cat.execute(
-                        "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, "
-                        "home) VALUES (?,?,0,'cleaning',?,?)",
-                        (label, media_type, _now(), home),
-                    )
-                    report["added"].append(label)
-                continue
-            if label not in known:
-                cat.execute(
-                    "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, home) "
-                    "VALUES (?,?,?,'blank',?,?)",
-                    (label, media_type, default_capacity, _now(), home),
-                )
-                report["added"].append(label)
-            else:
-                state, error = known[label]
-                if state in ("missing", "exported"):
-                    previous = (error or "").rpartition("; was ")[2] or "full"
-                    cat.execute(
-                        "UPDATE volumes SET state=?, error=NULL, home=? WHERE label=?",
-                        (previous, home, label),
-                    )
-                    report["returned"].append(label)
-                else:
-                    cat.execute("UPDATE volumes SET home=? WHERE label=?", (home, label))
-        for label, (state, _error) in known.items():
-            if label not in present and state not in ("missing", "exported"):
-                cat.execute(
-                    "UPDATE volumes SET state='missing', error=? WHERE label=?",
-                    (f"missing; was {state}", label),
-                )
-                report["missing"].append(label)
-    for what, labels in report.items():
-        if labels:
-            events.record(
-                cat,
-                f"volumes_{what}",
-                f"{len(labels)} volume(s) {what}: " + ", ".join(labels[:20]),
-                level="warning" if what == "missing" else "info",
-            )
-    return report
-
-
-def _now() -> int:
-    import time
-
-    return time.time_ns()
 
 
 def integrity_check(cat: Catalog) -> list[str]:

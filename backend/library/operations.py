@@ -14,8 +14,8 @@ from typing import Any
 from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.volumes import EXPORTED, VolumeClerk
-from backend.daemon.recovery import reconcile_library
 from backend.errors import ArchiveError
+from backend.library.reconcile import reconcile_library
 from drivers.tape import ElementType, MediaChanger
 
 

@@ -43,16 +43,16 @@ from pathlib import Path
 
 from backend.cache.checksum import file_sums
 from backend.cache.store import Cache
-from backend.catalog import events
+from backend.catalog import events, meta
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.families import MAX_COPIES, pool_name
 from backend.catalog.files import ARCHIVED, DELETED, RELEASED
 from backend.catalog.namespace import Namespace
 from backend.catalog.schema import ROOT_INODE
 from backend.config import Config, parse_size
-from backend.daemon.recovery import reconcile_library
 from backend.errors import ArchiveError, FsError
 from backend.library.offline import volume_in_drive
+from backend.library.reconcile import reconcile_library
 from backend.tape.layout import ANSI, BOT_READ, NONE, read_bot, volser_for
 from drivers import open_library
 from drivers.formats import pax
@@ -284,10 +284,7 @@ def rebuild(
     lib = open_library(config.library.spec, config.archive)
     cat = open_catalog(work, create=True)
     try:
-        cat.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('archive_id', ?)",
-            (config.archive_id,),
-        )
+        meta.set_archive_id(cat, config.archive_id)
         configured = parse_size(config.raw["library"].get("default_capacity", 0) or 0)
         lib_path = config.archive / config.library.spec.get("path", "library")
         reconcile_library(
