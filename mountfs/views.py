@@ -21,9 +21,12 @@ from rich.progress import (
 from rich.table import Table
 
 from backend.catalog import events as eventlog
+from backend.catalog import reports
 from backend.catalog.db import Catalog
+from backend.catalog.drives import DriveTable
 from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Namespace
+from backend.catalog.queue import RECALL, RequestQueue
 from backend.config import Config, format_size
 
 VOLUME_COLUMNS = [
@@ -53,11 +56,7 @@ def _time(ns: int | None) -> str | None:
 
 
 def volumes(cat: Catalog) -> list[dict[str, Any]]:
-    rows = cat.all(
-        "SELECT label, state, family, bytes_used, capacity, files, mount_count, home, error, "
-        "media_type, inserted_ns, last_mount_ns, next_fileno, eod_block, uses FROM volumes "
-        "ORDER BY label"
-    )
+    rows = reports.volumes(cat)
     return [
         {
             "label": r[0],
@@ -83,31 +82,23 @@ def volumes(cat: Catalog) -> list[dict[str, Any]]:
 def drives(cat: Catalog) -> list[dict[str, Any]]:
     return [
         {
-            "name": r[0],
-            "state": r[1],
-            "session": r[2],
-            "volume": r[3],
-            "reason": r[4],
-            "address": r[5],
-            "serial": r[6],
-            "updated": _time(r[7]),
+            "name": d.name,
+            "state": d.state,
+            "session": d.session,
+            "volume": d.volume,
+            "reason": d.reason,
+            "address": d.address,
+            "serial": d.serial,
+            "updated": _time(d.updated_ns),
         }
-        for r in cat.all(
-            "SELECT name, state, session, volume, reason, address, serial, updated_ns "
-            "FROM drives ORDER BY name"
-        )
+        for d in DriveTable(cat).all()
     ]
 
 
 def queue(cat: Catalog, limit: int | None) -> list[dict[str, Any]]:
     ns = Namespace(cat)
     now = time.time_ns()
-    sql = (
-        "SELECT r.id, r.kind, r.state, b.inode, r.family, r.volume, b.size, r.created_ns, "
-        "r.tries, r.error, b.bfid, r.urgent, r.drive FROM requests r JOIN bitfiles b "
-        "ON b.id = r.bitfile ORDER BY r.id"
-    )
-    rows = cat.all(sql + (f" LIMIT {int(limit)}" if limit else ""))
+    rows = reports.queue(cat, limit)
     return [
         {
             "id": r[0],
@@ -164,12 +155,9 @@ def file_info(cat: Catalog, config: Config, inode: int, path: str) -> dict[str, 
         files = FileClerk(cat, config.archive_id)
         bf = files.get(node.bitfile)
         if bf is not None:
-            recalling = cat.one(
-                "SELECT 1 FROM requests WHERE bitfile=? AND kind='recall'", (bf.id,)
-            )
-            writing = cat.one(
-                "SELECT state, urgent FROM requests WHERE bitfile=? AND kind='write'", (bf.id,)
-            )
+            queue = RequestQueue(cat)
+            recalling = queue.has(bf.id, RECALL)
+            writing = queue.write_state(bf.id)
             info.update(
                 {
                     "state": "recalling" if bf.state == "released" and recalling else bf.state,
@@ -191,33 +179,19 @@ def file_info(cat: Catalog, config: Config, inode: int, path: str) -> dict[str, 
                         }
                         for c in files.copies(bf.id)
                     ],
-                    "write_request": None if writing is None else writing[0],
+                    "write_request": writing,
                 }
             )
     return info
 
 
 def status(cat: Catalog, config: Config, daemon: dict | None) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for kind, state, n in cat.all(
-        "SELECT kind, state, count(*) FROM requests GROUP BY kind, state"
-    ):
-        counts[f"{kind}_{state}"] = n
+    counts = {f"{kind}_{state}": n for (kind, state), n in RequestQueue(cat).counts().items()}
     states = {
-        r[0]: {"files": r[1], "bytes": r[2]}
-        for r in cat.all(
-            "SELECT state, count(*), COALESCE(SUM(size),0) FROM bitfiles WHERE inode IS NOT NULL "
-            "GROUP BY state"
-        )
+        state: {"files": n, "bytes": nbytes}
+        for state, (n, nbytes) in FileClerk(cat).by_state().items()
     }
-    vols: dict[str, int] = {}
-    for s, n in cat.all("SELECT state, count(*) FROM volumes GROUP BY state"):
-        vols[s] = n
-    total, free = cat.one(
-        "SELECT COALESCE(SUM(capacity),0), COALESCE(SUM(CASE WHEN state IN "
-        "('blank','writable') THEN MAX(capacity-bytes_used,0) ELSE 0 END),0) FROM volumes "
-        "WHERE state!='cleaning'"
-    )
+    vols, total, free = reports.volume_counts(cat)
     cached = sum(states.get(s, {}).get("bytes", 0) for s in ("dirty", "archived"))
     return {
         "archive": str(config.archive),
@@ -321,12 +295,7 @@ def print_summary(console: Console, op: str, s: dict) -> None:
 
 
 def stall_reason(cat: Catalog) -> str | None:
-    row = cat.one(
-        "SELECT message FROM events WHERE kind IN ('stalled','drive_down') "
-        "AND time_ns > ? ORDER BY id DESC LIMIT 1",
-        (time.time_ns() - int(600e9),),
-    )
-    return row[0] if row else None
+    return reports.latest_event(cat, ("stalled", "drive_down"), time.time_ns() - int(600e9))
 
 
 def wait_progress(

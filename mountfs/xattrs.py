@@ -14,25 +14,20 @@ import errno
 import logging
 import re
 
+from backend.catalog import families
 from backend.catalog.db import Catalog
-from backend.catalog.families import MAX_COPIES
 from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
-from backend.config import FAMILY_RE
 from backend.errors import FsError
 
 log = logging.getLogger("reelfs.xattrs")
 
 PREFIX = b"user.reelfs."
-FAMILY = b"user.reelfs.file_family"
-WIDTH = b"user.reelfs.width"
-COPIES = b"user.reelfs.copies"
-GROUP = b"user.reelfs.storage_group"
-POLICY = (FAMILY, WIDTH, COPIES, GROUP)
-#: the family's own settings, set through any directory of the family: (column, highest)
-FAMILY_SETTINGS = {WIDTH: ("width", 64), COPIES: ("copies", MAX_COPIES)}
+FAMILY = families.FAMILY_XATTR
+GROUP = families.GROUP_XATTR
+POLICY = families.INHERITED_XATTRS
 STATE = b"user.reelfs.state"
 BFID = b"user.reelfs.bfid"
 LOCATION = b"user.reelfs.location"
@@ -53,13 +48,7 @@ class Xattrs:
         self.files = FileClerk(cat, archive_id)
         self.archive_path = archive_path.encode()
         # inodes with a stored attribute outside user.*: rare, so known in memory
-        self._special = {
-            r[0]
-            for r in cat.all(
-                "SELECT DISTINCT inode FROM xattrs "
-                "WHERE substr(name, 1, 5) != CAST('user.' AS BLOB)"
-            )
-        }
+        self._special = self.ns.inodes_with_xattrs_outside(b"user.")
 
     def may_have(self, inode: int, name: bytes) -> bool:
         """False when `name` certainly has no value on `inode` (no catalog lookup needed)."""
@@ -138,8 +127,10 @@ class Xattrs:
         self.ns.set_xattr(node.id, name, value, create=False, replace=False)
         if not name.startswith(b"user."):
             self._special.add(node.id)
-        if name in FAMILY_SETTINGS:
-            self._set_family_setting(node, name, int(value))
+        if name in families.SETTINGS:
+            fam = self.ns.get_xattr(node.id, FAMILY)
+            if fam is not None:
+                families.set_setting(self.cat, fam.decode(), name, int(value))
 
     def _check_policy(self, node: Inode, name: bytes, value: bytes) -> bytes:
         label = name.decode()
@@ -151,7 +142,7 @@ class Xattrs:
         except UnicodeDecodeError:
             text = ""
         if name in (FAMILY, GROUP):
-            if not FAMILY_RE.fullmatch(text):
+            if not families.FAMILY_RE.fullmatch(text):
                 log.warning(
                     "inode %d: bad %s %r: 1-64 letters, digits, '.', '_', '-'",
                     node.id,
@@ -160,7 +151,7 @@ class Xattrs:
                 )
                 raise FsError(errno.EINVAL, f"bad {label}")
             return text.encode()
-        column, highest = FAMILY_SETTINGS[name]
+        column, highest = families.SETTINGS[name]
         if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= highest:
             log.warning(
                 "inode %d: bad %s %r: an integer from 1 to %d", node.id, label, value, highest
@@ -170,18 +161,6 @@ class Xattrs:
             log.warning("inode %d: set user.reelfs.file_family before its %s", node.id, column)
             raise FsError(errno.EINVAL, f"{column} without a file family")
         return str(int(text)).encode()
-
-    def _set_family_setting(self, node: Inode, name: bytes, value: int) -> None:
-        fam = self.ns.get_xattr(node.id, FAMILY)
-        if fam is None:
-            return
-        column = FAMILY_SETTINGS[name][0]  # a fixed column name, never user input
-        with self.cat.tx():
-            self.cat.execute(
-                f"INSERT INTO families(name, {column}) VALUES (?,?) "
-                f"ON CONFLICT(name) DO UPDATE SET {column}=excluded.{column}",
-                (fam.decode(), value),
-            )
 
     def remove(self, node: Inode, name: bytes) -> None:
         if name in READ_ONLY:

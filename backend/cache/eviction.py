@@ -14,58 +14,36 @@ import logging
 
 from backend.cache.store import Cache
 from backend.catalog.db import Catalog
-from backend.catalog.files import ARCHIVED, RELEASED
+from backend.catalog.files import FileClerk
+from backend.catalog.queue import WRITE, RequestQueue
 
 log = logging.getLogger("reelfs.eviction")
 
 BATCH = 256
 
-# no tape copy of the file is waiting to be (re-)written from the cache
-NO_WRITE_PENDING = (
-    "NOT EXISTS (SELECT 1 FROM requests r WHERE r.bitfile=bitfiles.id AND r.kind='write')"
-)
-
 
 def recopy_pending(cat: Catalog, bitfile_id: int) -> bool:
     """Whether an archived file's cached data still has a tape copy to write."""
-    return (
-        cat.one("SELECT 1 FROM requests WHERE bitfile=? AND kind='write'", (bitfile_id,))
-        is not None
-    )
+    return RequestQueue(cat).has(bitfile_id, WRITE)
 
 
 def release_bitfile(cat: Catalog, cache: Cache, bitfile_id: int) -> int:
     """Drop one archived file from the cache; returns the bytes freed (0 if not allowed)."""
-    with cat.tx():
-        row = cat.one(
-            "SELECT bfid, size FROM bitfiles WHERE id=? AND state=? AND pinned=0 AND writers=0",
-            (bitfile_id, ARCHIVED),
-        )
-        if row is None:
-            return 0
-        cur = cat.execute(
-            "UPDATE bitfiles SET state=? WHERE id=? AND state=? AND pinned=0 AND writers=0 "
-            "AND EXISTS (SELECT 1 FROM tape_copies WHERE bitfile=bitfiles.id AND state='active') "
-            f"AND {NO_WRITE_PENDING}",
-            (RELEASED, bitfile_id, ARCHIVED),
-        )
-        if cur.rowcount == 0:
-            return 0
-    cache.remove(row[0], row[1])
-    return int(row[1])
+    released = FileClerk(cat).release(bitfile_id)
+    if released is None:
+        return 0
+    bfid, size = released
+    cache.remove(bfid, size)
+    return size
 
 
 def evict(cat: Catalog, cache: Cache, nbytes: int, *, protect: frozenset[int] = frozenset()) -> int:
     """Free at least `nbytes` if archived files allow it; returns what was freed."""
+    files = FileClerk(cat)
     freed = 0
     after = (-1, -1)
     while freed < nbytes:
-        rows = cat.all(
-            "SELECT id, accessed_ns FROM bitfiles WHERE state=? AND pinned=0 AND writers=0 "
-            f"AND {NO_WRITE_PENDING} "
-            "AND (accessed_ns, id) > (?, ?) ORDER BY accessed_ns, id LIMIT ?",
-            (ARCHIVED, *after, BATCH),
-        )
+        rows = files.evictable(after, BATCH)
         if not rows:
             break
         for bid, accessed in rows:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from backend.cache.checksum import Checksummer, Sums, file_sums
 from backend.cache.store import Cache
+from backend.catalog import families
 from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk
 from backend.catalog.namespace import Inode, Namespace
@@ -30,10 +31,7 @@ from backend.errors import FsError
 
 log = logging.getLogger("reelfs.staging")
 
-DEFAULT_FAMILY = "default"
 NO_FILE = -1  # an empty file's OpenInode.fd until its first byte: it has no cache file
-FAMILY_XATTR = b"user.reelfs.file_family"
-GROUP_XATTR = b"user.reelfs.storage_group"
 
 
 class NeedsRecall(Exception):
@@ -105,12 +103,7 @@ class Staging:
     # -- creating and opening --------------------------------------------------------------
 
     def family_of(self, inode: int) -> tuple[str, str | None]:
-        fam = self.ns.get_xattr(inode, FAMILY_XATTR)
-        grp = self.ns.get_xattr(inode, GROUP_XATTR)
-        return (
-            fam.decode() if fam else DEFAULT_FAMILY,
-            grp.decode() if grp else None,
-        )
+        return families.of_entry(lambda name: self.ns.get_xattr(inode, name))
 
     def new_file(self, node: Inode) -> Bitfile:
         """Give a just-created regular file its first (empty, dirty) version.
@@ -284,21 +277,7 @@ class Staging:
 
     def _count_session(self, bitfile: int) -> bool:
         """Count a modification session on a dirty version; False if it is not dirty."""
-        with self.cat.tx():
-            if not self.cat.execute(
-                "UPDATE bitfiles SET writers = writers + 1, generation = generation + 1, "
-                "adler32 = NULL, crc32c = NULL, modified_ns=? WHERE id=? AND state=?",
-                (time.time_ns(), bitfile, DIRTY),
-            ).rowcount:
-                return False
-            # A dirty file may have some of its tape copies written already (the family
-            # keeps several): they hold the data as it was, so they no longer count, and
-            # the end of the session queues every copy again.
-            self.cat.execute(
-                "UPDATE tape_copies SET state='deleted' WHERE bitfile=? AND state='active'",
-                (bitfile,),
-            )
-        return True
+        return self.files.begin_session(bitfile)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self.handle(fh)
@@ -379,11 +358,8 @@ class Staging:
     def flush_attrs(self, oi: OpenInode) -> None:
         if oi.attrs_dirty:
             with self.cat.tx():
-                self.cat.execute(
-                    "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=MAX(ctime_ns, ?) WHERE id=?",
-                    (oi.size, oi.mtime_ns, oi.ctime_ns, oi.inode),
-                )
-                self.cat.execute("UPDATE bitfiles SET size=? WHERE id=?", (oi.size, oi.bitfile))
+                self.ns.set_written(oi.inode, oi.size, oi.mtime_ns, oi.ctime_ns)
+                self.files.set_size(oi.bitfile, oi.size)
             oi.attrs_dirty = False
 
     # -- closing ---------------------------------------------------------------------------
@@ -443,20 +419,13 @@ class Staging:
             return False
         family, _group = self.family_of(oi.inode)
         try:
-            with self.cat.tx():
-                self.cat.execute(
-                    "UPDATE bitfiles SET size=?, adler32=?, crc32c=?, writers=MAX(writers-1, 0), "
-                    "generation=generation+1, family=?, modified_ns=? WHERE id=?",
-                    (
-                        oi.size,
-                        end.sums.adler32,
-                        end.sums.crc32c,
-                        family,
-                        time.time_ns(),
-                        oi.bitfile,
-                    ),
-                )
-                self.queue.enqueue_write(oi.bitfile, family)
+            self.files.end_session(
+                oi.bitfile,
+                size=oi.size,
+                adler32=end.sums.adler32,
+                crc32c=end.sums.crc32c,
+                family=family,
+            )
             oi.modifying = False  # a later write through a dup'ed fd opens a new session
             oi.created = False
             self.flush_attrs(oi)

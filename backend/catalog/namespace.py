@@ -14,18 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from backend.catalog.db import Catalog
+from backend.catalog.families import INHERITED_XATTRS
 from backend.catalog.schema import ROOT_INODE
 from backend.errors import FsError
 
 NAME_MAX = 255
 SYMLINK_MAX = 4095
-#: directory policy carried down to every new entry (pnfs-style tags)
-INHERITED_XATTRS = (
-    b"user.reelfs.file_family",
-    b"user.reelfs.width",
-    b"user.reelfs.copies",
-    b"user.reelfs.storage_group",
-)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -405,11 +399,29 @@ class Namespace:
                     raise FsError(errno.ENOENT)
         return self.get(inode)
 
-    # -- xattrs (stored ones; the virtual user.reelfs.* ones are in backend.xattrs) ----------
+    def set_written(self, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> None:
+        """What writes through an open file changed: its size and times."""
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=MAX(ctime_ns, ?) WHERE id=?",
+                (size, mtime_ns, ctime_ns, inode),
+            )
+
+    # -- xattrs (stored ones; the virtual user.reelfs.* ones are in mountfs.xattrs) ----------
 
     def get_xattr(self, inode: int, name: bytes) -> bytes | None:
         v = self.cat.value("SELECT value FROM xattrs WHERE inode=? AND name=?", (inode, name))
         return None if v is None else bytes(v)
+
+    def inodes_with_xattrs_outside(self, prefix: bytes) -> set[int]:
+        """The inodes with a stored attribute whose name does not start with `prefix`."""
+        return {
+            r[0]
+            for r in self.cat.all(
+                "SELECT DISTINCT inode FROM xattrs WHERE substr(name, 1, ?) != ?",
+                (len(prefix), prefix),
+            )
+        }
 
     def list_xattrs(self, inode: int) -> list[bytes]:
         return [
@@ -438,6 +450,10 @@ class Namespace:
             if cur.rowcount == 0:
                 raise FsError(errno.ENODATA)
             self.cat.execute("UPDATE inodes SET ctime_ns=? WHERE id=?", (time.time_ns(), inode))
+
+    def unlinked_inodes(self) -> list[int]:
+        """Inodes without links (kept while open; a crash leaves them behind)."""
+        return [r[0] for r in self.cat.all("SELECT id FROM inodes WHERE nlink = 0")]
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -26,6 +26,12 @@ RETIRED, EXPORTED = "retired", "exported"
 #: states from which data can still be read
 READABLE = (WRITABLE, FULL, READONLY, SUSPECT)
 
+
+def is_cleaning_label(label: str | None) -> bool:
+    """Cleaning cartridges are told by their barcode (CLN...): tgt reports no medium type."""
+    return bool(label) and label.upper().startswith("CLN")  # type: ignore[union-attr]
+
+
 _COLS = (
     "label, library, media_type, capacity, bytes_used, state, family, storage_group, "
     "inserted_ns, mount_count, last_mount_ns, files, next_fileno, eod_block, home, error, uses"
@@ -154,6 +160,70 @@ class VolumeClerk:
         )
         assert row is not None
         return int(row[0]), int(row[1])
+
+    def default_capacity(self, configured: int = 0) -> int:
+        """The capacity given to a cartridge the catalog learns of: `[library]
+        default_capacity`, else that of the largest volume already known."""
+        return configured or self.largest_capacity()
+
+    def states(self) -> dict[str, tuple[str, str | None]]:
+        """label -> (state, error) of every volume."""
+        return {r[0]: (r[1], r[2]) for r in self.cat.all("SELECT label, state, error FROM volumes")}
+
+    def add_cartridge(
+        self, label: str, *, state: str, capacity: int, media_type: str, home: int | None
+    ) -> None:
+        """A cartridge found in the library for the first time."""
+        with self.cat.tx():
+            self.cat.execute(
+                "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, home) "
+                "VALUES (?,?,?,?,?,?)",
+                (label, media_type, capacity, state, time.time_ns(), home),
+            )
+
+    def returned(self, label: str, state: str, home: int | None) -> None:
+        """A volume back in the library gets its previous state back."""
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE volumes SET state=?, error=NULL, home=? WHERE label=?",
+                (state, home, label),
+            )
+
+    def set_first_use(
+        self, label: str, *, layout: str, volser: str | None, block_size: int, eod_block: int
+    ) -> None:
+        """A blank volume is started: its layout, VOL1 serial, record size and end."""
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE volumes SET label_format=?, volser=?, block_size=?, eod_block=? "
+                "WHERE label=?",
+                (layout, volser, block_size, eod_block, label),
+            )
+
+    # -- cleaning cartridges ---------------------------------------------------------------
+
+    def cleaning_cartridges(self) -> list[tuple[str, int]]:
+        """(label, uses) of the usable cleaning cartridges, the least used first."""
+        return [
+            (r[0], int(r[1]))
+            for r in self.cat.all(
+                "SELECT label, uses FROM volumes WHERE state=? ORDER BY uses, label", (CLEANING,)
+            )
+        ]
+
+    def cleaning_used(self, label: str, uses: int, *, retire: bool) -> None:
+        with self.cat.tx():
+            self.cat.execute(
+                "UPDATE volumes SET uses=?, state=?, last_mount_ns=?, "
+                "mount_count=mount_count+1, error=? WHERE label=?",
+                (
+                    uses,
+                    RETIRED if retire else CLEANING,
+                    time.time_ns(),
+                    "expired" if retire else None,
+                    label,
+                ),
+            )
 
     def largest_capacity(self) -> int:
         return int(

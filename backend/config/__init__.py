@@ -94,6 +94,7 @@ class LibraryConfig:
     block_size: int
     label_format: str
     cleaning_uses: int = 50
+    default_capacity: int = 0  # of a cartridge the catalog learns of; 0: the largest known
 
 
 @dataclass
@@ -330,7 +331,9 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
         cleaning_uses=_positive_int(lc.get("cleaning_uses", 50), where("library", "cleaning_uses")),
     )
     if "default_capacity" in lc:
-        parse_size(lc["default_capacity"], where("library", "default_capacity"))
+        library.default_capacity = parse_size(
+            lc["default_capacity"], where("library", "default_capacity")
+        )
 
     mc = c["mover"]
     mover = MoverConfig(

@@ -2,105 +2,68 @@
 
 It holds the archive lock, recovers after a crash, reconciles the library with the
 catalog, runs one mover thread per drive and the library manager, evicts the cache to
-its watermarks, and answers the control socket. `reelfs mount` runs the FUSE front end
-inside it (in the trio loop of the main thread).
+its watermarks, runs the replication services, and answers the control socket
+(backend.daemon.controls). `reelfs mount` runs the FUSE front end inside it, in the trio
+loop of the main thread; the front end waits here for recalls and for room in the cache.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import functools
-import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from backend.admin import files as admin
-from backend.admin import tapes as tapejobs
+from backend.admin.files import pending_writes
+from backend.admin.lock import lock_archive
 from backend.cache.eviction import evict, to_watermark
 from backend.cache.staging import Staging
 from backend.cache.store import Cache
-from backend.catalog import events, meta
+from backend.catalog import events, families, meta
 from backend.catalog.db import Catalog, open_catalog
-from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
-from backend.catalog.queue import RequestQueue
+from backend.catalog.drives import DriveTable
+from backend.catalog.files import ARCHIVED, DIRTY, FileClerk
+from backend.catalog.queue import RECALL, RequestQueue
 from backend.catalog.volumes import VolumeClerk
-from backend.config import Config, parse_size
+from backend.config import Config
+from backend.daemon.admin import DaemonContext
+from backend.daemon.controls import ControlServer
 from backend.daemon.recovery import RecoveryReport, recover
+from backend.daemon.services import ReplicationServices
 from backend.errors import ArchiveError
-from backend.library import cleaning
-from backend.library import operations as library_ops
 from backend.library.manager import LibraryManager
 from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverHooks
 from drivers import open_library
-from drivers.tape import ElementType, Library
+from drivers.tape import ElementType, Library, TapeDrive
 
 log = logging.getLogger("reelfs.daemon")
 
 EVICTION_INTERVAL = 2.0
 RECALL_POLL = 2.0
+#: how long the upstream origin a subscriber announced for a path is kept for its change
 ORIGIN_TTL = 300.0
-
-
-class ArchiveLocked(ArchiveError):
-    pass
-
-
-def lock_archive(config: Config) -> int:
-    """Take the archive's exclusive lock; ArchiveLocked if another process holds it."""
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    path = config.run_dir / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            holder = os.pread(fd, 64, 0).decode().strip()
-        finally:
-            os.close(fd)
-        raise ArchiveLocked(
-            f"archive {config.archive} is in use by another reelfs process"
-            + (f" (pid {holder})" if holder else "")
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def sync_families(cat: Catalog, config: Config) -> None:
-    """`[families.NAME]` tables win at start: their width, and their number of tape
-    copies when they give one (else what `user.reelfs.copies` set stays)."""
-    with cat.tx():
-        for fam, width in config.families.items():
-            cat.execute(
-                "INSERT INTO families(name, width) VALUES (?,?) "
-                "ON CONFLICT(name) DO UPDATE SET width=excluded.width",
-                (fam, width),
-            )
-        for fam, copies in config.family_copies.items():
-            cat.execute(
-                "INSERT INTO families(name, copies) VALUES (?,?) "
-                "ON CONFLICT(name) DO UPDATE SET copies=excluded.copies",
-                (fam, copies),
-            )
+#: how often a dismount asked of a mover is looked for
+DISMOUNT_POLL = 0.05
 
 
 @dataclass
 class RecallWait:
+    """Opens waiting for one file's recall."""
+
     event: trio.Event = field(default_factory=trio.Event)
     error: str | None = None
 
 
 class ArchiveDaemon:
+    """One archive's daemon; `open` starts it, `run_services` serves it, `close` stops it."""
+
     def __init__(self, config: Config, *, mountpoint: str | None = None) -> None:
         self.config = config
         self.mountpoint = mountpoint
@@ -122,19 +85,32 @@ class ArchiveDaemon:
         # archive path -> (deadline, upstream message fields): the next change of that
         # path was made by a subscriber storing what another site announced
         self.origins: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.post = None
-        self.serve_cfg = None
-        self.journal = None  # the FUSE front end's change hook when [post] is set
+        self.services: ReplicationServices | None = None
+        self.controls = ControlServer(
+            config.socket_path,
+            {
+                "ping": self._ping,
+                "wake": self._wake,
+                "status": self._status,
+                "drain": self._drain,
+                "undrain": self._undrain,
+                "expect_origin": self._expect_origin,
+                "inject_fault": self._inject_fault,
+            },
+            functools.partial(DaemonContext, self),
+        )
+
+    @property
+    def journal(self) -> Any:
+        """The FUSE front end's change hook when [post] is set, else None."""
+        return self.services.journal if self.services is not None else None
 
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self) -> None:
         """Everything that must happen before the archive serves anything (blocking)."""
         cfg = self.config
-        from backend.replication.post_config import load_post, load_serve
-
-        self.post = load_post(cfg.raw)  # bad [post]/[serve] stop the start, not a thread
-        self.serve_cfg = load_serve(cfg.raw)
+        self.services = ReplicationServices(cfg)  # a bad [post] or [serve] stops the start
         self.lock_fd = lock_archive(cfg)
         try:
             self.cat = open_catalog(cfg.catalog_path)
@@ -146,21 +122,20 @@ class ArchiveDaemon:
                 cfg.cache.low_watermark,
             )
             # before recovery, which queues the copies the families keep
-            sync_families(self.cat, cfg)
+            families.sync_from_config(self.cat, cfg.families, cfg.family_copies)
             self.recovery = recover(
                 self.cat, self.cache, cfg.archive_id, clean=meta.take_clean_stop(self.cat)
             )
-            with self.cat.tx():
-                self.cat.execute("UPDATE drives SET session='idle', volume=NULL WHERE state='up'")
+            DriveTable(self.cat).reset_sessions()
             self.library = open_library(cfg.library.spec, cfg.archive)
+            volumes = VolumeClerk(self.cat)
             reconcile_library(
                 self.cat,
                 self.library.changer,
                 media_type=cfg.library.type,
-                default_capacity=parse_size(cfg.raw["library"].get("default_capacity", 0))
-                or VolumeClerk(self.cat).largest_capacity(),
+                default_capacity=volumes.default_capacity(cfg.library.default_capacity),
             )
-            max_size = cfg.mount.max_file_size or VolumeClerk(self.cat).largest_capacity()
+            max_size = cfg.mount.max_file_size or volumes.largest_capacity()
             self.staging = Staging(
                 self.cat,
                 self.cache,
@@ -170,7 +145,7 @@ class ArchiveDaemon:
             )
             self.lm.on_recall_failed = self._recall_failed_from_thread  # type: ignore[method-assign]
             self._start_movers()
-            self._start_replication()
+            self.services.start(self.cat, self.cache, self.take_origin)
             events.record(
                 self.cat,
                 "daemon_start",
@@ -183,68 +158,16 @@ class ArchiveDaemon:
             self.close()
             raise
 
-    def _start_replication(self) -> None:
-        """The poster and outbox publisher ([post]) and the HTTP data service ([serve])."""
-        if self.post is not None:
-            from backend.replication.credentials import Credentials, CredentialsError
-            from backend.replication.journal import ChangeJournal
-            from backend.replication.outbox import Publisher
-            from backend.replication.poster import ArchivePoster
-
-            try:
-                creds = Credentials.load(missing_ok=True)
-            except CredentialsError as e:
-                raise ArchiveError(str(e)) from None
-            self.publisher = Publisher(
-                str(self.config.catalog_path), self.post.broker, credentials=creds
-            )
-            self.publisher.start()
-            self.poster = ArchivePoster(self.config, self.post, self.cache, self.publisher.wake)
-            self.poster.start()
-            self.journal = ChangeJournal(self.cat, self.take_origin, self.poster.wake)
-        if self.serve_cfg is not None:
-            from backend.replication.archive_source import ArchiveSource
-            from backend.replication.credentials import Credentials, CredentialsError
-            from backend.replication.http_service import serve
-
-            auth = None
-            if self.serve_cfg.auth:
-                host, _, port = self.serve_cfg.listen.rpartition(":")
-                try:
-                    auth = Credentials.load(missing_ok=False).http_users(host, int(port))
-                except CredentialsError as e:
-                    raise ArchiveError(str(e)) from None
-            self.http_source = ArchiveSource(self.config)
-            self.http = serve(
-                self.http_source,
-                self.serve_cfg.listen,
-                auth=auth,
-                recall_wait=self.serve_cfg.recall_wait,
-                url_prefix=self.serve_cfg.url_prefix,
-            )
-            log.info("serving the archive on %s", self.http.url)
-
-    def _stop_replication(self) -> None:
-        for name in ("http",):
-            srv = getattr(self, name, None)
-            if srv is not None:
-                srv.shutdown()
-        poster = getattr(self, "poster", None)
-        if poster is not None:
-            poster.stop()
-        publisher = getattr(self, "publisher", None)
-        if publisher is not None:
-            publisher.stop()
-
     def _start_movers(self) -> None:
         assert self.library is not None
         inv = self.library.changer.inventory()
         names = {e.address: e.identifier for e in inv.of_type(ElementType.DRIVE)}
         for i, (address, drive) in enumerate(sorted(self.library.drives.items())):
             name = getattr(drive, "name", None) or names.get(address) or f"drive{i}"
-            self._start_mover(name, address, drive)
+            self.start_mover(name, address, drive)
 
-    def _start_mover(self, name: str, address: int, drive) -> Mover:
+    def start_mover(self, name: str, address: int, drive: TapeDrive) -> Mover:
+        """A new mover thread for a drive (replacing the stopped one of a drive set up)."""
         assert self.library is not None
         hooks = MoverHooks(
             recall_done=self._recall_done_from_thread,
@@ -267,47 +190,33 @@ class ArchiveDaemon:
         m.start()
         return m
 
-    async def set_drive(self, name: str, up: bool, reason: str) -> dict[str, Any]:
-        """An operator takes a drive out of service or puts it back."""
+    def mover(self, name: str) -> Mover:
         mover = next((m for m in self.movers if m.drive_name == name), None)
         if mover is None:
             raise ArchiveError(f"no drive named {name!r} (see reelfs drives)")
-        if not up:
-            with self.cat.tx():
-                self.cat.execute(
-                    "UPDATE drives SET state='down', reason=?, updated_ns=? WHERE name=?",
-                    (reason or "set down by the operator", time.time_ns(), name),
-                )
-            events.record(
-                self.cat,
-                "drive_down",
-                reason or "set down by the operator",
-                subject=name,
-                level="warning",
+        return mover
+
+    def dismount_volume(self, label: str, timeout: float) -> None:
+        """Have the mover holding `label` put it home (it is taken out of service already);
+        blocking, for a command's worker thread."""
+        mover = next((m for m in self.movers if m.mounted == label), None)
+        if mover is None:
+            return
+        mover.dismount_requested = True
+        self.lm.wake()
+        deadline = time.monotonic() + timeout
+        while mover.mounted == label and time.monotonic() < deadline:
+            time.sleep(DISMOUNT_POLL)
+        if mover.mounted == label:
+            raise ArchiveError(
+                f"volume {label} is still in use by {mover.drive_name}; "
+                "try again when its transfer is done"
             )
-            mover.down = True
-            self.lm.set_down(name)
-            # the mover finishes its current work, puts its tape home and stops
-            await trio.to_thread.run_sync(mover.join, 300)
-            return {"drive": name, "state": "down"}
-        if mover.is_alive() and not mover.down:
-            return {"drive": name, "state": "up"}
-        await trio.to_thread.run_sync(mover.join, 300)
-        with self.cat.tx():
-            self.cat.execute(
-                "UPDATE drives SET state='up', session='idle', reason=NULL, updated_ns=? "
-                "WHERE name=?",
-                (time.time_ns(), name),
-            )
-        events.record(self.cat, "drive_up", reason or "put back in service", subject=name)
-        with self.lm.cond:
-            self.lm.movers[name].down = False
-        self._start_mover(name, mover.address, mover.drive)
-        return {"drive": name, "state": "up"}
 
     def close(self, *, timeout: float = 120.0) -> None:
         """Stop the movers (each puts its tape home), close the library and the catalog."""
-        self._stop_replication()
+        if self.services is not None:
+            self.services.stop()
         self.lm.stopping = True
         self.lm.wake()
         deadline = time.monotonic() + timeout
@@ -320,31 +229,31 @@ class ArchiveDaemon:
                 self.library.close()
             except Exception:
                 log.exception("closing the library")
-        for attr in ("staging",):
-            st = getattr(self, attr, None)
-            if st is not None:
-                for oi in list(st.open_inodes.values()):
-                    try:
-                        st.flush_attrs(oi)
-                    except Exception:
-                        log.exception("saving attributes of inode %d", oi.inode)
+        staging = getattr(self, "staging", None)
+        if staging is not None:
+            for oi in list(staging.open_inodes.values()):
+                try:
+                    staging.flush_attrs(oi)
+                except Exception:
+                    log.exception("saving attributes of inode %d", oi.inode)
         for attr in ("cat", "worker_cat"):
             c = getattr(self, attr, None)
-            if c is not None:
-                try:
-                    if attr == "cat":
-                        if (
-                            self.recovery is not None
-                            and all(not m.is_alive() for m in self.movers)
-                            and c.one("SELECT 1 FROM bitfiles WHERE writers > 0") is None
-                        ):
-                            meta.mark_clean_stop(c)  # nothing in flux: the next start can trust it
-                        events.record(
-                            c, "daemon_stop", "archive daemon stopped", subject=self.config.name
-                        )
-                    c.close()
-                except Exception:
-                    log.exception("closing the catalog")
+            if c is None:
+                continue
+            try:
+                if attr == "cat":
+                    if (
+                        self.recovery is not None
+                        and all(not m.is_alive() for m in self.movers)
+                        and not FileClerk(c).any_session_open()
+                    ):
+                        meta.mark_clean_stop(c)  # nothing in flux: the next start can trust it
+                    events.record(
+                        c, "daemon_stop", "archive daemon stopped", subject=self.config.name
+                    )
+                c.close()
+            except Exception:
+                log.exception("closing the catalog")
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
@@ -389,7 +298,7 @@ class ArchiveDaemon:
     async def run_services(self, nursery: trio.Nursery) -> None:
         self.trio_token = trio.lowlevel.current_trio_token()
         nursery.start_soon(self._eviction_loop)
-        await nursery.start(self._control_server)
+        await nursery.start(self.controls.serve)
 
     async def in_worker(self, fn, *args, **kw):
         """Run `fn(worker_cat, *args, **kw)` in a worker thread on the worker connection."""
@@ -461,167 +370,54 @@ class ArchiveDaemon:
             self.lm.wake()
 
     def recalling(self, bitfile: int) -> bool:
-        return RequestQueue(self.cat).has(bitfile, "recall")
+        return RequestQueue(self.cat).has(bitfile, RECALL)
 
-    # -- control socket --------------------------------------------------------------------
+    # -- the daemon's own control operations (backend.daemon.controls) ---------------------
 
-    async def _control_server(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        from backend.admin.control import bind
+    async def _ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mountpoint": self.mountpoint,
+            "archive": str(self.config.archive),
+        }
 
-        sock = trio.socket.from_stdlib_socket(bind(self.config.socket_path))
-        task_status.started()
-        async with trio.open_nursery() as nursery:
-            while True:
-                conn, _ = await sock.accept()
-                nursery.start_soon(self._serve_control, trio.SocketStream(conn))
-
-    async def _serve_control(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            buf = b""
-            try:
-                with trio.fail_after(30):
-                    while not buf.endswith(b"\n"):
-                        chunk = await stream.receive_some(65536)
-                        if not chunk:
-                            break
-                        buf += chunk
-                        if len(buf) > 4 * 1024 * 1024:
-                            raise ValueError("request too large")
-                req = json.loads(buf)
-                answer = await self.control(req)
-                answer["ok"] = True
-            except Exception as e:
-                if not isinstance(e, ArchiveError | ValueError | OSError):
-                    log.exception("control request failed")
-                answer = {"ok": False, "error": str(e)}
-            try:
-                await stream.send_all(json.dumps(answer, default=str).encode())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-
-    async def control(self, req: dict[str, Any]) -> dict[str, Any]:
-        op = req.get("op")
-        inodes = [int(i) for i in req.get("inodes", [])]
-        if op == "ping":
-            return {
-                "pid": os.getpid(),
-                "mountpoint": self.mountpoint,
-                "archive": str(self.config.archive),
-            }
-        if op == "wake":
-            self.lm.wake()
-            return {}
-        if op == "status":
-            return self.status()
-        if op == "flush":
-            s = await self.in_worker(admin.flush, inodes)
-            self.lm.wake()
-            return s.as_dict()
-        if op == "release":
-            s = await self.in_worker(admin.release, self.cache, inodes)
-            return s.as_dict()
-        if op == "recall":
-            s, queued = await self.in_worker(admin.recall, self.config.archive_id, inodes)
-            self.lm.wake()
-            return {**s.as_dict(), "queued": queued}
-        if op in ("pin", "unpin"):
-            s = await self.in_worker(admin.pin, inodes, op == "pin")
-            return s.as_dict()
-        if op == "drain":
-            self.lm.drain = True
-            RequestQueue(self.cat).make_all_urgent()
-            self.lm.wake()
-            files, nbytes = admin.pending_writes(self.cat)
-            return {"files": files, "bytes": nbytes}
-        if op == "undrain":
-            self.lm.drain = False
-            return {}
-        if op == "expect_origin":
-            path = str(req.get("path", ""))
-            if not path.startswith("/"):
-                raise ArchiveError("expect_origin: path must be an archive path starting with /")
-            origin = req.get("origin")
-            if not isinstance(origin, dict):
-                raise ArchiveError("expect_origin: origin must be an object")
-            if self.journal is None:
-                return {"ignored": "this archive does not post ([post] is not configured)"}
-            self.origins[path] = (time.monotonic() + ORIGIN_TTL, origin)
-            return {}
-        if op == "library":
-            return await self.library_op(req)
-        if op == "drive":
-            return await self.set_drive(
-                str(req.get("name")), req.get("state") == "up", str(req.get("reason") or "")
-            )
-        if op == "inject_fault":
-            name = str(req.get("target", ""))
-            self.faults[name] = int(req.get("count", 1))
-            log.warning("fault injection armed: %s x%d", name, self.faults[name])
-            return {}
-        if op in tapejobs.OPS:
-            return await tapejobs.control(self, op, req)
-        raise ArchiveError(f"unknown control operation {op!r}")
-
-    async def library_op(self, req: dict[str, Any]) -> dict[str, Any]:
-        """inventory / import / export VOLUME / clean DRIVE, under the changer lock."""
-        assert self.library is not None
-        changer = self.library.changer
-        action = req.get("action")
-
-        def locked(fn, *args, **kw):
-            def run(cat: Catalog) -> Any:
-                with self.changer_lock:
-                    return fn(cat, changer, *args, **kw)
-
-            return run
-
-        if action == "inventory":
-            return {"elements": await self.in_worker(locked(library_ops.inventory))}
-        if action == "import":
-            cfg = self.config
-            out = await self.in_worker(
-                locked(
-                    library_ops.import_cartridges,
-                    media_type=cfg.library.type,
-                    default_capacity=parse_size(cfg.raw["library"].get("default_capacity", 0))
-                    or VolumeClerk(self.cat).largest_capacity(),
-                )
-            )
-            self.lm.wake()
-            return out
-        if action == "export":
-            label = str(req.get("volume"))
-            previous = library_ops.mark_exporting(self.cat, label)
-            try:
-                await self._dismount_volume(label)
-                return await self.in_worker(locked(library_ops.export_volume, label))
-            except BaseException:
-                library_ops.undo_exporting(self.cat, label, previous)
-                raise
-        if action == "clean":
-            name = str(req.get("drive"))
-            if not any(m.drive_name == name for m in self.movers):
-                raise ArchiveError(f"no drive named {name!r} (see reelfs drives)")
-            cleaning.mark_needed(self.cat, name, "requested by the operator")
-            self.lm.wake()
-            return {"drive": name, "queued": True}
-        raise ArchiveError(f"unknown library action {action!r}")
-
-    async def _dismount_volume(self, label: str, timeout: float = 120.0) -> None:
-        """Have the mover holding `label` put it home (it is taken out of service already)."""
-        mover = next((m for m in self.movers if m.mounted == label), None)
-        if mover is None:
-            return
-        mover.dismount_requested = True
+    async def _wake(self, req: dict[str, Any]) -> dict[str, Any]:
         self.lm.wake()
-        with trio.move_on_after(timeout):
-            while mover.mounted == label:
-                await trio.sleep(0.05)
-        if mover.mounted == label:
-            raise ArchiveError(
-                f"volume {label} is still in use by {mover.drive_name}; "
-                "try again when its transfer is done"
-            )
+        return {}
+
+    async def _status(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    async def _drain(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Unmounting: everything not on tape yet is written now."""
+        self.lm.drain = True
+        RequestQueue(self.cat).make_all_urgent()
+        self.lm.wake()
+        files, nbytes = pending_writes(self.cat)
+        return {"files": files, "bytes": nbytes}
+
+    async def _undrain(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.lm.drain = False
+        return {}
+
+    async def _expect_origin(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A subscriber's next change of `path` stores what another site announced."""
+        path = str(req.get("path", ""))
+        if not path.startswith("/"):
+            raise ArchiveError("expect_origin: path must be an archive path starting with /")
+        origin = req.get("origin")
+        if not isinstance(origin, dict):
+            raise ArchiveError("expect_origin: origin must be an object")
+        if self.journal is None:
+            return {"ignored": "this archive does not post ([post] is not configured)"}
+        self.origins[path] = (time.monotonic() + ORIGIN_TTL, origin)
+        return {}
+
+    async def _inject_fault(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = str(req.get("target", ""))
+        self.faults[name] = int(req.get("count", 1))
+        log.warning("fault injection armed: %s x%d", name, self.faults[name])
+        return {}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -660,10 +456,3 @@ class ArchiveDaemon:
             return False
         self.faults[name] = n - 1
         return True
-
-
-def eio(msg: str) -> OSError:
-    return OSError(errno.EIO, msg)
-
-
-__all__ = ["RELEASED", "ArchiveDaemon", "ArchiveLocked", "Path", "lock_archive"]

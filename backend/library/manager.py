@@ -10,19 +10,18 @@ never claim the same requests or the same volume. The policy, in order:
 4. writes, batched per file family, for families that are due (an urgent request, a
    full batch of large files, the oldest large file older than `flush_delay`, or the
    family's small files making a full aggregate or the oldest older than `[aggregation]
-   age`: see backend.aggregation), at most `width` volumes of a family being written at
+   age`: see backend.tape.aggregation), at most `width` volumes of a family being written at
    once; a batch is one aggregate of small files, or large files;
-   the mounted volume is preferred, then the family's fullest volume with room, then the
-   oldest blank volume of the common pool. A file goes only to a volume with room for
-   it (its size plus two records for headers, padding and labels).
+   the volume is chosen by backend.library.selection.
 
    A family that keeps several tape copies of its files has a *pool* per copy (copy k
-   >= 2 in `FAMILY#k`, see backend.catalog.pools): requests and volumes carry the pool
+   >= 2 in `FAMILY#k`, see backend.catalog.families): requests and volumes carry the pool
    as their family, so all of the above works per pool, each with the family's width.
 
 Recalls come first because a user is waiting on them. Every refusal that needs a human
 (no volume left for a family, a volume missing from the library) is an event. Recalls
-for a volume that cannot be mounted go to another readable copy when there is one.
+for a volume that cannot be mounted go to another readable copy when there is one
+(backend.library.recall).
 
 The library manager also remembers, per recall request, the tape copies that failed for
 it (`note_failed_copy`), so that a recall with several copies tries each once instead of
@@ -34,24 +33,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from backend.catalog import events
+from backend.catalog import events, families
 from backend.catalog.db import Catalog
-from backend.catalog.families import family_of_pool
-from backend.catalog.queue import QUEUED, RECALL, RUNNING, WRITE
-from backend.catalog.volumes import (
-    EXPORTED,
-    MISSING,
-    NOACCESS,
-    READABLE,
-    RETIRED,
-    VolumeClerk,
-)
+from backend.catalog.queue import RECALL, WRITE, Request, RequestQueue
+from backend.catalog.volumes import EXPORTED, MISSING, NOACCESS, READABLE, RETIRED, VolumeClerk
 from backend.config import Config
-from backend.tape.aggregation import is_small
+from backend.library import recall, selection
+from backend.library.work import JOB, MoverSlot, TapeJob, Work
 
 log = logging.getLogger("reelfs.lm")
 
@@ -59,62 +49,8 @@ log = logging.getLogger("reelfs.lm")
 COMPLAINT_INTERVAL = 300.0
 #: how long the list of due families is reused while nothing changes
 DUE_CACHE = 1.0
-JOB = "job"
-#: an aggregated member's pax and ustar headers (with a long path) and padding, at most
-MEMBER_OVERHEAD = 8192
 
-
-@dataclass
-class Request:
-    id: int
-    kind: str
-    bitfile: int
-    family: str | None
-    volume: str | None
-    fileno: int | None
-    block: int | None
-    size: int
-    tries: int
-
-
-@dataclass
-class TapeJob:
-    """Operator work that needs one volume in a drive, run by a free mover in its thread.
-
-    `action(mover)` runs with `volume` mounted (`check_label`: with the label check of a
-    normal mount); its return value lands in `result`, the text of an exception in
-    `error`, and `done` is set either way. A job still waiting when `cancelled` is set
-    is dropped.
-    """
-
-    volume: str
-    action: Callable[[Any], Any]
-    what: str
-    check_label: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: str | None = None
-    cancelled: bool = False
-
-
-@dataclass
-class Work:
-    kind: str  # write | recall | job
-    volume: str
-    requests: list[Request]
-    family: str | None = None
-    job: TapeJob | None = None
-
-
-@dataclass
-class MoverSlot:
-    """What the library manager knows of one mover."""
-
-    name: str
-    volume: str | None = None  # mounted or being mounted
-    writing: str | None = None  # family it is writing for
-    busy: bool = False
-    down: bool = False
+__all__ = ["JOB", "LibraryManager", "MoverSlot", "Request", "TapeJob", "Work"]
 
 
 @dataclass
@@ -210,14 +146,7 @@ class LibraryManager:
                     slot.busy = True
                     slot.volume = work.volume
                     slot.writing = work.family if work.kind == WRITE else None
-                # RequestQueue.claim, in one statement: a batch may be thousands of files
-                started = time.time_ns()
-                with cat.tx():
-                    cat.conn.executemany(
-                        "UPDATE requests SET state=?, drive=?, started_ns=?, tries=tries+1 "
-                        "WHERE id=?",
-                        [(RUNNING, name, started, r.id) for r in work.requests],
-                    )
+                RequestQueue(cat).claim([r.id for r in work.requests], name)
             return work
 
     def _take_job(self, slot: MoverSlot, in_use: set[str]) -> TapeJob | None:
@@ -250,11 +179,7 @@ class LibraryManager:
         job = self._take_job(slot, in_use)
         if job is not None:
             return Work(JOB, job.volume, [], job=job)
-        for (volume,) in cat.all(
-            "SELECT volume FROM requests WHERE kind=? AND state=? AND not_before_ns<=? "
-            "GROUP BY volume ORDER BY MAX(urgent) DESC, MIN(created_ns)",
-            (RECALL, QUEUED, now),
-        ):
+        for volume in RequestQueue(cat).recall_volumes(now):
             if volume in in_use or volume == slot.volume:
                 continue
             if not self._volume_readable(cat, volume):
@@ -265,14 +190,7 @@ class LibraryManager:
         return self._write_work(slot, cat, now, in_use)
 
     def _recalls_for(self, cat: Catalog, volume: str, now: int) -> list[Request]:
-        rows = cat.all(
-            "SELECT r.id, r.kind, r.bitfile, r.family, r.volume, r.fileno, r.block, b.size, "
-            "r.tries FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
-            "WHERE r.kind=? AND r.state=? AND r.volume=? AND r.not_before_ns<=? "
-            "ORDER BY r.fileno, r.block LIMIT ?",
-            (RECALL, QUEUED, volume, now, self.config.mover.batch_files),
-        )
-        return [Request(*r) for r in rows]
+        return RequestQueue(cat).recalls_for(volume, now, self.config.mover.batch_files)
 
     def _volume_readable(self, cat: Catalog, label: str) -> bool:
         vol = VolumeClerk(cat).get(label)
@@ -285,50 +203,7 @@ class LibraryManager:
         return False
 
     def _bounce_recalls(self, cat: Catalog, label: str, why: str) -> None:
-        """Requests for a volume that cannot be mounted go to another readable copy, or
-        fail now with a clear error."""
-        failed: list[int] = []
-        moved = 0
-        with cat.tx():
-            rows = cat.all(
-                "SELECT id, bitfile FROM requests WHERE kind=? AND volume=?", (RECALL, label)
-            )
-            for rid, bitfile in rows:
-                other = cat.one(
-                    "SELECT c.volume, c.fileno, c.block + c.record FROM tape_copies c "
-                    "JOIN volumes v ON v.label = c.volume WHERE c.bitfile=? AND "
-                    f"c.state='active' AND c.volume != ? AND v.state IN ({_READABLE_SQL}) "
-                    "ORDER BY c.copy, c.id LIMIT 1",
-                    (bitfile, label),
-                )
-                if other is not None:
-                    cat.execute(
-                        "UPDATE requests SET volume=?, fileno=?, block=?, error=? WHERE id=?",
-                        (*other, why, rid),
-                    )
-                    moved += 1
-                    continue
-                cat.execute(
-                    "UPDATE bitfiles SET error=? WHERE id=?", (f"recall failed: {why}", bitfile)
-                )
-                cat.execute("DELETE FROM requests WHERE id=?", (rid,))
-                failed.append(bitfile)
-            if failed:
-                events.record(
-                    cat,
-                    "recall_bounced",
-                    f"{len(failed)} recall(s) refused: {why}",
-                    subject=label,
-                    level="error",
-                )
-            if moved:
-                events.record(
-                    cat,
-                    "recall_redirected",
-                    f"{moved} recall(s) sent to another copy: {why}",
-                    subject=label,
-                    level="warning",
-                )
+        failed = recall.bounce(cat, label, why)
         if failed:
             self.on_recall_failed(failed, f"recall failed: {why}")
 
@@ -359,53 +234,32 @@ class LibraryManager:
         age_ns = int(agg.age * 1e9)
         # a threshold of 0 (no aggregation) makes every file large
         threshold = agg.threshold if agg.threshold > 0 else -1
-        rows = cat.all(
-            "SELECT r.family, MAX(r.urgent), "
-            "SUM(b.size < ?), MIN(CASE WHEN b.size < ? THEN r.created_ns END), "
-            "COALESCE(SUM(CASE WHEN b.size < ? THEN b.size END), 0), "
-            "SUM(b.size >= ?), MIN(CASE WHEN b.size >= ? THEN r.created_ns END) "
-            "FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
-            "WHERE r.kind=? AND r.state=? AND r.not_before_ns<=? AND b.writers=0 "
-            "GROUP BY r.family ORDER BY MAX(r.urgent) DESC, MIN(r.created_ns)",
-            (threshold,) * 5 + (WRITE, QUEUED, now),
-        )
+        rows = RequestQueue(cat).due_writes(now, threshold)
         due = []
-        for family, urgent, n_small, small_oldest, small_bytes, n_large, large_oldest in rows:
+        for r in rows:
             # "a full batch" ([mover] batch_files files of any size waiting) makes the
             # family due as before; the batch itself is then one aggregate or large files
-            now_all = urgent or self.drain or n_small + n_large >= self.config.mover.batch_files
-            small = n_small > 0 and (
-                now_all
-                or small_bytes >= agg.size
-                or n_small >= agg.files
-                or now - small_oldest >= age_ns
+            now_all = (
+                r.urgent
+                or self.drain
+                or r.small_files + r.large_files >= self.config.mover.batch_files
             )
-            large = n_large > 0 and (now_all or now - large_oldest >= delay_ns)
+            small = r.small_files > 0 and (
+                now_all
+                or r.small_bytes >= agg.size
+                or r.small_files >= agg.files
+                or now - (r.small_oldest_ns or 0) >= age_ns
+            )
+            large = r.large_files > 0 and (now_all or now - (r.large_oldest_ns or 0) >= delay_ns)
             if small or large:
-                due.append((family, "small" if small else "large"))
+                due.append((r.family, "small" if small else "large"))
         return due
 
     def need(self, size: int) -> int:
-        """Bytes of volume a file of `size` takes: its headers, the padding of its last
-        record and, on a labelled volume, the labels around its tape file fit in two more
-        records."""
-        return size + 2 * self.config.library.block_size
-
-    def _share(self, size: int) -> int:
-        """What a file adds to a batch's tape use: an aggregated member costs its headers
-        (the path included, 8 KiB is plenty), any other file a tape file of its own."""
-        if is_small(size, self.config.aggregation.threshold):
-            return size + MEMBER_OVERHEAD
-        return self.need(size)
+        return selection.need(size, self.config.library.block_size)
 
     def width(self, cat: Catalog, pool: str) -> int:
-        """How many volumes of a pool are written at once: its family's width (each copy
-        of a family has a pool of its own, backend.catalog.pools)."""
-        family = family_of_pool(pool)
-        w = cat.value("SELECT width FROM families WHERE name=?", (family,))
-        if w is None:
-            w = self.config.families.get(family, 1)
-        return max(1, int(w))
+        return families.width(cat, pool, self.config.families)
 
     def _write_work(self, slot: MoverSlot, cat: Catalog, now: int, in_use: set[str]) -> Work | None:
         due = self._due_families(cat, now)
@@ -430,47 +284,28 @@ class LibraryManager:
                 reqs = [r for r in reqs if r.id not in too_big]
                 if not reqs:
                     continue
-            need = self.need(reqs[0].size)
-            vol = None
-            if (
-                mounted is not None
-                and mounted.state == "writable"
-                and mounted.family == family
-                and mounted.free >= need
-            ):
-                vol = mounted
-            if vol is None:
-                exclude = in_use
-                vol = vc.for_write(family, need, exclude)
-            if vol is None:
-                group = cat.value(
-                    "SELECT storage_group FROM bitfiles WHERE id=?", (reqs[0].bitfile,)
-                )
-                vol = vc.draw_blank(family, group, need, in_use)
-                if vol is not None:
-                    events.record(
-                        cat,
-                        "volume_assigned",
-                        f"blank volume given to family {family}",
-                        subject=vol.label,
-                        family=family,
-                    )
+            vol = selection.choose(
+                cat,
+                family,
+                reqs[0],
+                block_size=self.config.library.block_size,
+                mounted=mounted,
+                in_use=in_use,
+            )
             if vol is None:
                 self._complain(
                     cat,
                     f"family:{family}",
-                    f"no writable volume with {need} bytes free for family {family}; "
-                    f"{len(reqs)} file(s) wait",
+                    f"no writable volume with {self.need(reqs[0].size)} bytes free for family "
+                    f"{family}; {len(reqs)} file(s) wait",
                 )
                 continue
-            # keep the batch within what the volume can take
-            room = vol.free
-            batch: list[Request] = []
-            for r in reqs:
-                if self._share(r.size) > room and batch:
-                    break
-                batch.append(r)
-                room -= self._share(r.size)
+            batch = selection.fit(
+                reqs,
+                vol,
+                threshold=self.config.aggregation.threshold,
+                block_size=self.config.library.block_size,
+            )
             return Work(WRITE, vol.label, batch, family)
         return None
 
@@ -502,17 +337,12 @@ class LibraryManager:
                 mover.batch_bytes,
             )
         )
-        rows = cat.all(
-            "SELECT r.id, r.kind, r.bitfile, r.family, r.volume, r.fileno, r.block, b.size, "
-            "r.tries FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
-            "WHERE r.kind=? AND r.state=? AND r.family=? AND r.not_before_ns<=? "
-            f"AND b.writers=0 AND b.size {'<' if small else '>='} ? ORDER BY r.id LIMIT ?",
-            (WRITE, QUEUED, family, now, threshold, limit),
+        rows = RequestQueue(cat).write_batch(
+            family, now, small=small, threshold=threshold, limit=limit
         )
         out: list[Request] = []
         total = 0
-        for r in rows:
-            req = Request(*r)
+        for req in rows:
             if out and total + req.size > max_bytes:
                 break
             out.append(req)
@@ -522,19 +352,15 @@ class LibraryManager:
     def _refuse_oversized(self, cat: Catalog, reqs: list[Request]) -> set[int]:
         largest = VolumeClerk(cat).largest_capacity()
         refused = {r.id for r in reqs if self.need(r.size) > largest}
-        if refused:
-            with cat.tx():
-                for r in reqs:
-                    if r.id in refused:
-                        msg = (
-                            f"file of {r.size} bytes is larger than any volume ({largest} "
-                            "bytes with headers): refused, a file must fit on one volume"
-                        )
-                        cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (msg, r.bitfile))
-                        cat.execute("DELETE FROM requests WHERE id=?", (r.id,))
-                        events.record(
-                            cat, "write_refused", msg, subject=str(r.bitfile), level="error"
-                        )
+        queue = RequestQueue(cat)
+        with cat.tx():
+            for r in reqs:
+                if r.id in refused:
+                    msg = (
+                        f"file of {r.size} bytes is larger than any volume ({largest} "
+                        "bytes with headers): refused, a file must fit on one volume"
+                    )
+                    queue.fail(r.id, r.bitfile, msg, event="write_refused")
         return refused
 
     def _complain(self, cat: Catalog, key: str, message: str) -> None:
@@ -543,6 +369,3 @@ class LibraryManager:
             return
         self._complained[key] = time.monotonic()
         events.record(cat, "stalled", message, subject=key, level="warning")
-
-
-_READABLE_SQL = ",".join(f"'{s}'" for s in READABLE)

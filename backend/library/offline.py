@@ -1,7 +1,7 @@
 """The library without the daemon: what `reelfs tape read`, `import-volume` and
 `rebuild-catalog` do when the archive is not mounted.
 
-The caller holds the archive lock (`backend.daemon.lock_archive`), so nothing else moves
+The caller holds the archive lock (backend.admin.lock), so nothing else moves
 cartridges meanwhile. `volume_in_drive` puts a cartridge in an empty drive (one the catalog
 does not have down), loads it, and whatever happens unloads it and puts it back where it
 came from; a cartridge a crash left in a drive is used where it is.
@@ -13,14 +13,13 @@ import contextlib
 from collections.abc import Iterator
 
 from backend.catalog.db import Catalog
+from backend.catalog.drives import DriveTable
 from backend.errors import ArchiveError
 from drivers.tape import ElementType, Library, NotReadyError, TapeDrive, TapeError
 
 
 def _down_drives(cat: Catalog | None) -> set[str]:
-    if cat is None:
-        return set()
-    return {r[0] for r in cat.all("SELECT name FROM drives WHERE state='down'")}
+    return set() if cat is None else DriveTable(cat).down()
 
 
 @contextlib.contextmanager

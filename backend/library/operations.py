@@ -1,10 +1,11 @@
 """The operator's library commands: inventory, import and export through the mail slots.
 
-They run in the archive daemon (under its changer lock, so a mover's move never
-interleaves) or, when the archive is not mounted, directly on the library holding the
-archive lock. The catalog follows every move: imported cartridges become blank volumes
-of the common pool (or get their previous state back), exported volumes stay known with
-state `exported`, so recalls of their files fail at once with a clear reason.
+Called by the `reelfs library` commands (backend.admin.library) with the changer to use:
+the daemon's under its changer lock (so a mover's move never interleaves), or the
+library's own when the archive is not mounted. The catalog follows every move: imported
+cartridges become blank volumes of the common pool (or get their previous state back),
+exported volumes stay known with state `exported`, so recalls of their files fail at
+once with a clear reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from backend.catalog import events
 from backend.catalog.db import Catalog
+from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import EXPORTED, VolumeClerk
 from backend.errors import ArchiveError
 from backend.library.reconcile import reconcile_library
@@ -85,17 +87,12 @@ def mark_exporting(cat: Catalog, label: str) -> str:
         raise ArchiveError(f"volume {label} is already exported")
     if vol.state == "missing":
         raise ArchiveError(f"volume {label} is not in the library")
-    with cat.tx():
-        cat.execute(
-            "UPDATE volumes SET state=?, error=? WHERE label=?",
-            (EXPORTED, f"exported; was {vol.state}", label),
-        )
+    vc.set_state(label, EXPORTED, f"exported; was {vol.state}")
     return vol.state
 
 
 def undo_exporting(cat: Catalog, label: str, previous: str) -> None:
-    with cat.tx():
-        cat.execute("UPDATE volumes SET state=?, error=NULL WHERE label=?", (previous, label))
+    VolumeClerk(cat).set_state(label, previous, None)
 
 
 def export_volume(cat: Catalog, changer: MediaChanger, label: str) -> dict[str, Any]:
@@ -113,6 +110,6 @@ def export_volume(cat: Catalog, changer: MediaChanger, label: str) -> dict[str, 
         raise ArchiveError("no free mail slot: empty one first")
     changer.move(el.address, free[0])
     changer.open_import_export(free[0])
-    rows = cat.all("SELECT count(*) FROM requests WHERE kind='recall' AND volume=?", (label,))
+    refused = RequestQueue(cat).count_recalls_on(label)
     events.record(cat, "export", f"exported to mail slot {free[0]}", subject=label)
-    return {"volume": label, "mail_slot": free[0], "recalls_refused": rows[0][0]}
+    return {"volume": label, "mail_slot": free[0], "recalls_refused": refused}

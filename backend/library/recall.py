@@ -1,15 +1,23 @@
-"""Queueing recalls: pick the copy to read and put the request in the queue.
+"""Recall policy: which tape copy a recall reads, and where it goes when that copy fails.
 
-Shared by the mount (open of a released file), the CLI (`reelfs recall`) and the HTTP
-data service; the library manager orders what is queued by volume and tape position.
-The first good copy on a readable volume is read, one on a `suspect` volume last; the
-mover goes on to the next copy when one fails (backend.mover).
+Shared by the mount (open of a released file), the operator's `reelfs recall`, the HTTP
+data service, the library manager and the movers; the library manager orders what is
+queued by volume and tape position, and backend.mover.recall does the reading.
+
+* `queue_recall`: the first good copy on a readable volume is read, one on a `suspect`
+  volume last; with none, the file gets its error at once (and EIO for whoever waits).
+* `next_copy`: after a copy failed (checksum mismatch, media error, volume that cannot
+  be mounted), the next good copy on a readable volume not tried yet for this request.
+* `failure`: the message a recall fails with when no copy is left.
+* `bounce`: every recall of a volume that cannot be mounted (missing, noaccess,
+  exported, retired) goes to another copy, or fails now with the volume's state.
 """
 
 from __future__ import annotations
 
+from backend.catalog import events
 from backend.catalog.db import Catalog
-from backend.catalog.files import RELEASED, FileClerk
+from backend.catalog.files import RELEASED, FileClerk, TapeCopy
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import READABLE, SUSPECT, VolumeClerk
 from backend.errors import ArchiveError
@@ -34,20 +42,76 @@ def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = 
                 RequestQueue(cat).enqueue_recall(
                     bitfile, c.volume, c.fileno, c.block + c.record, urgent=urgent
                 )
-                cat.execute("UPDATE bitfiles SET error=NULL WHERE id=?", (bitfile,))
+                files.set_error(bitfile, None)
                 return True
-        bad = cat.all(
-            "SELECT volume, fileno, block + record FROM tape_copies WHERE bitfile=? "
-            "AND state='bad'",
-            (bitfile,),
-        )
+        bad = files.bad_copies(bitfile)
         if copies:
             where = ", ".join(f"{c.volume} {states[c.volume] or 'unknown'}" for c in copies)
             why = f"recall failed: no readable copy ({where})"
         elif bad:
-            where = ", ".join(f"{v}:{f}:{b}" for v, f, b in bad)
-            why = f"recall failed: no good copy left ({len(bad)} bad: {where})"
+            why = f"recall failed: no good copy left ({len(bad)} bad: {', '.join(bad)})"
         else:
             why = "recall failed: no tape copy recorded"
-        cat.execute("UPDATE bitfiles SET error=? WHERE id=?", (why, bitfile))
+        files.set_error(bitfile, why)
     raise ArchiveError(why)
+
+
+def next_copy(
+    cat: Catalog,
+    archive_id: str,
+    bitfile: int,
+    failed: frozenset[int],
+    *,
+    not_on: str | None = None,
+) -> TapeCopy | None:
+    """The first good copy of `bitfile` on a readable volume, other than those that
+    `failed` for this request (and, with `not_on`, than those on that volume)."""
+    vc = VolumeClerk(cat)
+    for c in FileClerk(cat, archive_id).copies(bitfile):
+        if c.id in failed or c.volume == not_on:
+            continue
+        v = vc.get(c.volume)
+        if v is not None and v.state in READABLE:
+            return c
+    return None
+
+
+def failure(cat: Catalog, archive_id: str, bitfile: int, why: str) -> str:
+    """What a recall that has no copy left to try fails with."""
+    made = FileClerk(cat, archive_id).copies_made(bitfile)
+    return f"recall failed: {why}" + (f" (no good copy left of {made})" if made > 1 else "")
+
+
+def bounce(cat: Catalog, label: str, why: str) -> list[int]:
+    """Recalls for a volume that cannot be mounted go to another readable copy, or fail
+    now with a clear error; returns the bitfiles whose recall failed."""
+    failed: list[int] = []
+    moved = 0
+    queue = RequestQueue(cat)
+    files = FileClerk(cat)
+    with cat.tx():
+        for rid, bitfile in queue.recalls_on(label):
+            other = files.readable_copy(bitfile, READABLE, not_on=label)
+            if other is not None:
+                queue.point_at(rid, *other, why, requeue=False)
+                moved += 1
+                continue
+            queue.fail(rid, bitfile, f"recall failed: {why}")
+            failed.append(bitfile)
+        if failed:
+            events.record(
+                cat,
+                "recall_bounced",
+                f"{len(failed)} recall(s) refused: {why}",
+                subject=label,
+                level="error",
+            )
+        if moved:
+            events.record(
+                cat,
+                "recall_redirected",
+                f"{moved} recall(s) sent to another copy: {why}",
+                subject=label,
+                level="warning",
+            )
+    return failed

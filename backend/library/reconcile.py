@@ -3,10 +3,17 @@ after an import through the mail slots, and when a catalog is rebuilt."""
 
 from __future__ import annotations
 
-import time
-
 from backend.catalog import events
 from backend.catalog.db import Catalog
+from backend.catalog.volumes import (
+    BLANK,
+    CLEANING,
+    EXPORTED,
+    FULL,
+    MISSING,
+    VolumeClerk,
+    is_cleaning_label,
+)
 from drivers.tape import ElementType, MediaChanger
 
 
@@ -28,42 +35,33 @@ def reconcile_library(
                 home = el.source
             present[el.barcode] = home
     report: dict[str, list[str]] = {"added": [], "missing": [], "returned": []}
+    vc = VolumeClerk(cat)
     with cat.tx():
-        known = {r[0]: (r[1], r[2]) for r in cat.all("SELECT label, state, error FROM volumes")}
+        known = vc.states()
         for label, home in present.items():
-            if label.startswith("CLN"):
+            if is_cleaning_label(label):
                 if label not in known:
-                    cat.execute(
-                        "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, "
-                        "home) VALUES (?,?,0,'cleaning',?,?)",
-                        (label, media_type, time.time_ns(), home),
+                    vc.add_cartridge(
+                        label, state=CLEANING, capacity=0, media_type=media_type, home=home
                     )
                     report["added"].append(label)
                 continue
             if label not in known:
-                cat.execute(
-                    "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, home) "
-                    "VALUES (?,?,?,'blank',?,?)",
-                    (label, media_type, default_capacity, time.time_ns(), home),
+                vc.add_cartridge(
+                    label, state=BLANK, capacity=default_capacity, media_type=media_type, home=home
                 )
                 report["added"].append(label)
             else:
                 state, error = known[label]
-                if state in ("missing", "exported"):
-                    previous = (error or "").rpartition("; was ")[2] or "full"
-                    cat.execute(
-                        "UPDATE volumes SET state=?, error=NULL, home=? WHERE label=?",
-                        (previous, home, label),
-                    )
+                if state in (MISSING, EXPORTED):
+                    previous = (error or "").rpartition("; was ")[2] or FULL
+                    vc.returned(label, previous, home)
                     report["returned"].append(label)
                 else:
-                    cat.execute("UPDATE volumes SET home=? WHERE label=?", (home, label))
+                    vc.set_home(label, home)
         for label, (state, _error) in known.items():
-            if label not in present and state not in ("missing", "exported"):
-                cat.execute(
-                    "UPDATE volumes SET state='missing', error=? WHERE label=?",
-                    (f"missing; was {state}", label),
-                )
+            if label not in present and state not in (MISSING, EXPORTED):
+                vc.set_state(label, MISSING, f"missing; was {state}")
                 report["missing"].append(label)
     for what, labels in report.items():
         if labels:

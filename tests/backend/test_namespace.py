@@ -11,9 +11,9 @@ import pytest
 
 from backend.catalog import open_catalog
 from backend.catalog.db import Catalog
+from backend.catalog.integrity import integrity_check
 from backend.catalog.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace
 from backend.catalog.schema import ROOT_INODE
-from backend.daemon.recovery import integrity_check
 from backend.errors import FsError
 
 DIR = stat.S_IFDIR | 0o755

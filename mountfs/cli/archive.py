@@ -1,0 +1,217 @@
+"""`reelfs init`, `reelfs mount`, `reelfs umount`: an archive's life cycle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backend import config as cfgmod
+from backend.admin.control import call, is_running
+from backend.admin.files import pending_writes
+from backend.catalog.drives import DriveTable
+from backend.daemon.create import InitOptions, init_archive
+from backend.errors import ArchiveError
+from backend.replication.post_config import load_post, load_serve
+from mountfs import locate, views
+from mountfs.cli.console import UsageError, err, out
+from mountfs.mount import daemonize_and_serve, serve, setup_logging
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    opts = InitOptions(
+        drives=a.drives,
+        volumes=a.volumes,
+        volume_size=cfgmod.parse_size(a.volume_size, "--volume-size"),
+        cache_size=cfgmod.parse_size(a.cache_size, "--cache-size") if a.cache_size else None,
+        name=a.name,
+        library=a.library,
+        changer=a.changer,
+        drive_urls=a.drive or [],
+        label_format=a.label_format,
+        block_size=cfgmod.parse_size(a.block_size, "--block-size") if a.block_size else None,
+        label_prefix=a.label_prefix,
+    )
+    for text in a.option or []:
+        parts, value = cfgmod.parse_override(text)
+        if len(parts) != 2:
+            raise UsageError(f"-o {text}: expected SECTION.KEY=VALUE")
+        opts.extra.setdefault(parts[0], {})[parts[1]] = value
+    config = init_archive(Path(a.archive), opts)
+    if a.json:
+        print(
+            json.dumps(
+                {
+                    "archive": str(config.archive),
+                    "id": config.archive_id,
+                    "block_size": config.library.block_size,
+                    "notes": opts.notes,
+                }
+            )
+        )
+        return 0
+    if config.library.type == "emulated":
+        what = (
+            f"{a.volumes} volume(s) of {cfgmod.format_size(opts.volume_size)}, "
+            f"{a.drives} drive(s), emulated library"
+        )
+    else:
+        what = f"{len(opts.drive_urls)} drive(s), SCSI library (its tapes are taken in at mount)"
+    out.print(f"created archive {config.archive} (id {config.archive_id}): {what}")
+    for note in opts.notes:
+        out.print(f"  {note}")
+    return 0
+
+
+def cmd_mount(a: argparse.Namespace) -> int:
+    overrides = list(a.option or [])
+    if a.allow_other:
+        overrides.append("mount.allow_other=true")
+    config = cfgmod.load(Path(a.archive), overrides)
+    load_post(config.raw)  # validated here, so a bad section is a usage error, not a crash
+    load_serve(config.raw)
+    mnt = Path(a.mountpoint).absolute()
+    if not mnt.is_dir():
+        raise ArchiveError(f"mount point {mnt} is not a directory")
+    if os.path.ismount(mnt):
+        raise ArchiveError(f"{mnt} is already a mount point")
+    if is_running(config.socket_path):
+        raise ArchiveError(f"archive {config.archive} is already mounted (its daemon is running)")
+    if a.foreground:
+        setup_logging(config, foreground=True, debug=a.debug)
+        return serve(config, mnt, fuse_extra=a.fuse_option or [], ready=None, debug=a.debug)
+    daemonize_and_serve(config, mnt, fuse_extra=a.fuse_option or [], debug=a.debug)
+    if not a.json:
+        out.print(f"archive {config.archive} mounted on {mnt}")
+    return 0
+
+
+def cmd_umount(a: argparse.Namespace) -> int:
+    mnt = Path(a.mountpoint).absolute()
+    archive = locate.archive_of_path(str(mnt))
+    if archive is None:
+        raise ArchiveError(f"{mnt} is not a reelfs mount")
+    config = cfgmod.load(archive)
+    info = call(config.socket_path, "ping")
+    pid = int(info["pid"])
+    cat = locate.catalog(config)
+    try:
+        files, nbytes = pending_writes(cat)
+        if files and not a.no_wait:
+            err.print(
+                f"{files} file(s), {cfgmod.format_size(nbytes)}, not on tape yet: "
+                "flushing them before unmounting (--no-wait leaves them queued)"
+            )
+            call(config.socket_path, "drain")
+            views.wait_progress(
+                lambda: _pending_done(cat, files, nbytes),
+                total=nbytes or files,
+                what="flushing to tape",
+                timeout=a.timeout,
+                console=err,
+                stalled=lambda: views.stall_reason(cat),
+            )
+        elif files:
+            err.print(
+                f"{files} file(s), {cfgmod.format_size(nbytes)}, not on tape yet stay "
+                "queued for the next mount"
+            )
+    finally:
+        cat.close()
+    fusermount = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [fusermount, "-u", str(mnt)] if fusermount else ["umount", str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise ArchiveError(f"cannot unmount {mnt}: {msg[-1] if msg else 'failed'}")
+    deadline = time.monotonic() + a.timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise ArchiveError(
+                f"unmounted, but the daemon (pid {pid}) has not stopped after "
+                f"{a.timeout:.0f}s; see {config.log_dir / 'reelfsd.log'}"
+            )
+        time.sleep(0.05)
+    if not a.json:
+        out.print(f"unmounted {mnt}; tapes dismounted")
+    return 0
+
+
+def _pending_done(cat: Any, files0: int, bytes0: int) -> tuple[int, bool]:
+    files, nbytes = pending_writes(cat)
+    if files and not DriveTable(cat).count_up():
+        raise ArchiveError(
+            f"no drive is up: {files} file(s) cannot go to tape now; put a drive back "
+            "(reelfs drive up NAME) or unmount with --no-wait to leave them queued"
+        )
+    done = (bytes0 - nbytes) if bytes0 else (files0 - files)
+    return max(0, done), files == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours would still answer kill(0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    sp = add("init", cmd_init, "create an archive (with an emulated tape library by default)")
+    sp.add_argument("archive", metavar="ARCHIVE")
+    sp.add_argument("--drives", type=int, default=2)
+    sp.add_argument("--volumes", type=int, default=8)
+    sp.add_argument("--volume-size", default="2GiB")
+    sp.add_argument("--cache-size", default=None)
+    sp.add_argument("--name", default=None)
+    sp.add_argument("--library", choices=["emulated", "scsi"], default="emulated")
+    sp.add_argument("--changer", metavar="URL")
+    sp.add_argument("--drive", metavar="URL", action="append")
+    sp.add_argument("--label-format", choices=["none", "ansi"], default="none")
+    sp.add_argument("--block-size", default=None)
+    sp.add_argument("--label-prefix", default="RF")
+    sp.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="set a reelfs.toml value",
+    )
+
+    sp = add("mount", cmd_mount, "mount an archive (starts its daemon)")
+    sp.add_argument("archive", metavar="ARCHIVE")
+    sp.add_argument("mountpoint", metavar="MOUNTPOINT")
+    sp.add_argument("-f", "--foreground", action="store_true")
+    sp.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a reelfs.toml value for this mount",
+    )
+    sp.add_argument("--allow-other", action="store_true", help="let other users in")
+    sp.add_argument(
+        "--fuse-option", action="append", metavar="OPT", help="pass a FUSE mount option"
+    )
+    sp.add_argument("--debug", action="store_true")
+
+    sp = add("umount", cmd_umount, "unmount an archive; waits for pending writes by default")
+    sp.add_argument("mountpoint", metavar="MOUNTPOINT")
+    sp.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="leave files not yet on tape queued for the next mount",
+    )
+    sp.add_argument("--timeout", type=float, default=3600.0)

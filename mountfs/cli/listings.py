@@ -1,0 +1,92 @@
+"""What the archive knows, at a glance and in tables: `reelfs status`, `volumes`,
+`drives`, `queue`, `events` and `check`; every listing also as `--json`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from backend.admin.control import ControlError, DaemonNotRunning, call
+from backend.catalog.integrity import integrity_check
+from mountfs import views
+from mountfs.cli.console import EXIT_FAIL, err, open_archive, out
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    config, cat = open_archive(a)
+    try:
+        try:
+            daemon = call(config.socket_path, "status", timeout=10)
+        except (DaemonNotRunning, ControlError):
+            daemon = None
+        st = views.status(cat, config, daemon)
+    finally:
+        cat.close()
+    if a.json:
+        print(json.dumps(st, default=str))
+    else:
+        views.print_status(out, st)
+    return 0
+
+
+def _listing(
+    a: argparse.Namespace, fetch: Callable[[Any], list[dict]], title: str, columns: list[str]
+) -> int:
+    _config, cat = open_archive(a)
+    try:
+        rows = fetch(cat)
+    finally:
+        cat.close()
+    if a.json:
+        print(json.dumps(rows, default=str))
+    else:
+        views.print_table(out, title, rows, columns)
+    return 0
+
+
+def cmd_volumes(a: argparse.Namespace) -> int:
+    return _listing(a, views.volumes, "Volumes", views.VOLUME_COLUMNS)
+
+
+def cmd_drives(a: argparse.Namespace) -> int:
+    return _listing(a, views.drives, "Drives", views.DRIVE_COLUMNS)
+
+
+def cmd_queue(a: argparse.Namespace) -> int:
+    return _listing(
+        a, lambda c: views.queue(c, None if a.all else 100), "Queue", views.QUEUE_COLUMNS
+    )
+
+
+def cmd_events(a: argparse.Namespace) -> int:
+    return _listing(a, lambda c: views.events(c, a.limit, a.kind), "Events", views.EVENT_COLUMNS)
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    _config, cat = open_archive(a)
+    try:
+        problems = integrity_check(cat)
+    finally:
+        cat.close()
+    if a.json:
+        print(json.dumps({"ok": not problems, "problems": problems}))
+    elif problems:
+        for p in problems:
+            err.print(f"reelfs: catalog problem: {p}")
+    else:
+        out.print("catalog consistent")
+    return EXIT_FAIL if problems else 0
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    add("status", cmd_status, "drives, queue, cache and volumes at a glance")
+    add("volumes", cmd_volumes, "list the tape volumes")
+    add("drives", cmd_drives, "list the tape drives")
+    sp = add("queue", cmd_queue, "list queued and running requests")
+    sp.add_argument("--all", action="store_true")
+    sp = add("events", cmd_events, "recent events of the archive")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--kind", default=None)
+    add("check", cmd_check, "check the catalog's integrity")
