@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -54,6 +56,41 @@ def reelfs(
             f"{p.stderr.decode()}"
         )
     return p
+
+
+def reelfs_seeing_only(
+    mountpoints: Sequence[Path], *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the CLI in a mount namespace of its own where, of all reelfs mounts, only
+    `mountpoints` are visible: commands that look for "the" mounted archive then behave
+    the same whatever else this machine has mounted (other tests, other users)."""
+    keep = {str(m) for m in mountpoints}
+    with open("/proc/self/mounts") as f:
+        others = [
+            _unescape(fields[1])
+            for fields in (line.split() for line in f)
+            if len(fields) > 2 and fields[2] == "fuse.reelfs" and _unescape(fields[1]) not in keep
+        ]
+    hide = "; ".join(f"umount -l {shlex.quote(m)}" for m in others)
+    script = f"{hide + '; ' if hide else ''}exec {shlex.quote(sys.executable)} -m mountfs.cli "
+    script += " ".join(shlex.quote(a) for a in args)
+    e = dict(os.environ)
+    e.pop("REELFS_ARCHIVE", None)
+    p = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        env=e,
+        timeout=300,
+        cwd=REPO,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(f"reelfs {' '.join(args)} exited {p.returncode}:\n{p.stderr.decode()}")
+    return p
+
+
+def _unescape(field: str) -> str:
+    """The kernel writes space, tab, newline and backslash in mount fields as octal."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def init_archive(

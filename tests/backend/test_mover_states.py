@@ -7,6 +7,7 @@ import pytest
 from backend.mover.states import TRANSITIONS, IllegalTransition, Session, SessionState, allowed
 
 S = Session
+DISMOUNT = (S.UNLOADING, S.UNMOUNTING, S.IDLE)
 
 
 def walk(*states: Session) -> list[tuple[Session, Session]]:
@@ -24,8 +25,7 @@ def walk(*states: Session) -> list[tuple[Session, Session]]:
         # a write on a blank volume, verified, then the tape stays mounted
         (S.MOUNTING, S.POSITIONING, S.TRANSFERRING, S.VERIFYING, S.TRANSFERRING, S.MOUNTED),
         # a recall on the mounted volume, then an idle dismount
-        (S.MOUNTING, S.TRANSFERRING, S.MOUNTED, S.TRANSFERRING, S.MOUNTED)
-        + (S.UNLOADING, S.UNMOUNTING, S.IDLE),
+        (*(S.MOUNTING, S.TRANSFERRING, S.MOUNTED, S.TRANSFERRING, S.MOUNTED), *DISMOUNT),
         # a cleaner session at start, then a cleaning cycle
         (S.CLEANER, S.UNMOUNTING, S.IDLE, S.CLEANING, S.IDLE),
         # a label refused at mount

@@ -150,9 +150,7 @@ def test_cache_files_are_checked_against_the_catalog(cat: Catalog, cache: Cache)
     assert integrity_check(cat) == []
 
 
-def test_after_a_clean_stop_the_crash_only_checks_are_skipped(
-    cat: Catalog, cache: Cache
-) -> None:
+def test_after_a_clean_stop_the_crash_only_checks_are_skipped(cat: Catalog, cache: Cache) -> None:
     bid, _ = new_file(cat, "unqueued")
     put(cache, "0123ABCD999999999999", b"stray")
     rep = recover(cat, cache, ARCHIVE_ID, clean=True)

@@ -23,6 +23,7 @@ from tests.archive import (
     init_archive,
     mount,
     reelfs,
+    reelfs_seeing_only,
     tape_locations,
 )
 from tests.waiting import wait_for
@@ -360,25 +361,24 @@ def test_a_mover_that_keeps_failing_takes_its_drive_down(mounted: Mount) -> None
 def test_commands_without_paths_find_the_only_mounted_archive(
     tmp_path: Path, mounted: Mount, make_archive
 ) -> None:
-    foreign = [a for _, a in mounted_archives() if a != mounted.archive]
-    assert not foreign, f"other reelfs mounts on this machine: {foreign}"
-    p = reelfs("status", "--json")  # run from the repository, not from the mount
+    p = reelfs_seeing_only([mounted.mnt], "status", "--json")  # from the repository
     assert json.loads(p.stdout)["archive"] == str(mounted.archive)
     second = mount(make_archive(), tmp_path / "mnt2")
+    both = [mounted.mnt, second.mnt]
     try:
-        p = reelfs("volumes", check=False)
+        p = reelfs_seeing_only(both, "volumes", check=False)
         err = p.stderr.decode()
         assert p.returncode == 1 and "2 are mounted" in err
         assert str(mounted.archive) in err and str(second.archive) in err
         # a path names its archive, and a path off every mount is never guessed at
-        p = reelfs("info", str(second.mnt))
+        p = reelfs_seeing_only(both, "info", str(second.mnt))
         assert p.returncode == 0
-        p = reelfs("flush", str(tmp_path), check=False)
+        p = reelfs_seeing_only(both, "flush", str(tmp_path), check=False)
         assert p.returncode == 1 and "which archive?" in p.stderr.decode()
         assert "are mounted" not in p.stderr.decode()
     finally:
         second.umount()
-    p = reelfs("drives", "--json")
+    p = reelfs_seeing_only([mounted.mnt], "drives", "--json")
     assert p.returncode == 0
 
 
