@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.catalog.outbox import ensure_outbox, pending_count
+
 from .message import parse_time
-from .outbox import enqueue, ensure_outbox
+from .outbox import enqueue
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS sub_retry (
@@ -465,4 +467,5 @@ class SubscribeState:
             enqueue(self.conn, exchange, topic, report)
 
     def reports_pending(self) -> int:
-        return int(self._all("SELECT count(*) FROM replication_outbox")[0][0])
+        with self.lock:
+            return pending_count(self.conn)

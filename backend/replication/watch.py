@@ -53,6 +53,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from backend.catalog import outbox, watching
+from backend.catalog.outbox import open_state_db
+from backend.catalog.statedb import connect, transaction
+
 from .credentials import Credentials, CredentialsError
 from .filemessages import (
     PostSettings,
@@ -64,23 +68,10 @@ from .filemessages import (
 )
 from .http_service import DataServer, DirectorySource, parse_listen, serve
 from .message import MessageError, topic_for
-from .outbox import Publisher, enqueue, open_state_db
+from .outbox import Publisher, enqueue
 from .watch_config import ConfigError, WatchConfig, load_config
 
 log = logging.getLogger("reelfs.watch")
-
-STATE_DDL = """
-CREATE TABLE IF NOT EXISTS watch_files (
-    rel_path  TEXT PRIMARY KEY,     -- relPath as announced
-    kind      TEXT NOT NULL,        -- file | dir | link
-    size      INTEGER,
-    mtime_ns  INTEGER,
-    mode      INTEGER,
-    target    TEXT,                 -- link target
-    identity  TEXT,                 -- JSON identity of the whole file, if posted whole
-    blocks    TEXT                  -- JSON {number: [size, identity]} if posted in blocks
-)
-"""
 
 
 @dataclass
@@ -122,7 +113,7 @@ class Watcher:
     ) -> None:
         self.cfg = config
         self.conn = conn
-        self.conn.execute(STATE_DDL)
+        watching.ensure_watch_files(self.conn)
         self.on_enqueued = on_enqueued or (lambda: None)
         self.clock = clock
         self.pending: dict[str, _Pending] = {}
@@ -163,20 +154,11 @@ class Watcher:
 
     # -- the record of what was announced ----------------------------------------------
 
-    def announced(self, rel: str) -> sqlite3.Row | None:
-        return self.conn.execute(
-            "SELECT rel_path, kind, size, mtime_ns, mode, target, identity, blocks"
-            " FROM watch_files WHERE rel_path = ?",
-            (rel,),
-        ).fetchone()
+    def announced(self, rel: str) -> watching.Announced | None:
+        return watching.announced(self.conn, rel)
 
     def _announced_under(self, rel: str) -> list[str]:
-        prefix = rel + "/"
-        rows = self.conn.execute(
-            "SELECT rel_path FROM watch_files WHERE substr(rel_path, 1, ?) = ?",
-            (len(prefix), prefix),
-        ).fetchall()
-        return [r[0] for r in rows]
+        return watching.announced_under(self.conn, rel)
 
     def _commit(self, messages: list[dict[str, Any]], record: list[tuple[str, tuple | None]]):
         """Enqueue messages and update the record in one transaction.
@@ -185,24 +167,14 @@ class Watcher:
         """
         if not messages and not record:
             return
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as c:
             for msg in messages:
                 enqueue(c, self.cfg.exchange, topic_for(msg["relPath"], self.cfg.topic_prefix), msg)
             for rel, values in record:
                 if values is None:
-                    c.execute("DELETE FROM watch_files WHERE rel_path = ?", (rel,))
+                    watching.forget(c, rel)
                 else:
-                    c.execute(
-                        "INSERT OR REPLACE INTO watch_files (rel_path, kind, size, mtime_ns, mode,"
-                        " target, identity, blocks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (rel, *values),
-                    )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+                    watching.remember(c, rel, values)
         self.posted += len(messages)
         for msg in messages:
             op = msg.get("fileOp")
@@ -505,7 +477,7 @@ class Watcher:
                     self.touch(rel, settled=old)
         top_rel = self._rel(top)
         if top_rel is None:
-            candidates = [r[0] for r in self.conn.execute("SELECT rel_path FROM watch_files")]
+            candidates = watching.announced_paths(self.conn)
         else:
             candidates = [top_rel, *self._announced_under(top_rel)]
         wrel_ok = [r for r in candidates if r not in seen and self._rel(self.settings.abs_path(r))]
@@ -592,9 +564,9 @@ class WatchService:
         if not self.events.empty() or self.watcher.pending:
             return False
         # A connection of its own: the engine's belongs to the loop thread.
-        conn = sqlite3.connect(self.cfg.state_db, timeout=30)
+        conn = connect(self.cfg.state_db)
         try:
-            return conn.execute("SELECT 1 FROM replication_outbox LIMIT 1").fetchone() is None
+            return not outbox.has_rows(conn)
         finally:
             conn.close()
 

@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
+from backend.catalog.outbox import OUTBOX_TABLE, open_state_db
 from backend.replication import message as m
-from backend.replication.outbox import OUTBOX_TABLE, open_state_db
 from backend.replication.watch import Watcher, WatchService
 from backend.replication.watch_config import ConfigError, load_config
 from tests.waiting import wait_for
