@@ -40,9 +40,9 @@ import amqp.exceptions
 
 from backend.catalog import events, outbox
 from backend.catalog.db import CatalogError, open_catalog
-
-from .broker import BrokerUnavailable
-from .message import (
+from backend.catalog.subscriptions import SubscriptionState
+from backend.replication.broker import BrokerUnavailable
+from backend.replication.message import (
     MessageError,
     check_rel_path,
     make_report,
@@ -51,9 +51,9 @@ from .message import (
     topic_for,
     validate,
 )
-from .outbox import Publisher
-from .subscribe_config import SubscribeConfig
-from .subscribe_state import SubscribeState
+from backend.replication.outbox import Publisher, enqueue
+
+from .config import SubscribeConfig
 
 log = logging.getLogger("reelfs.subscribe")
 
@@ -140,7 +140,7 @@ class ReportPublisher(Publisher):
 class Reporter:
     """Builds reports and queues them for the publisher thread; logs archive events."""
 
-    def __init__(self, cfg: SubscribeConfig, state: SubscribeState, publisher: Publisher | None):
+    def __init__(self, cfg: SubscribeConfig, state: SubscriptionState, publisher: Publisher | None):
         self.cfg = cfg
         self.state = state
         self.publisher = publisher
@@ -168,7 +168,8 @@ class Reporter:
         rep["report"]["cluster"] = self.cfg.cluster
         topic = topic_for(rep["relPath"], self.cfg.report_topic_prefix)
         for exchange in self.cfg.report_exchanges_for(str(source)):
-            self.state.enqueue_report(exchange, topic, rep)
+            with self.state.tx() as conn:
+                enqueue(conn, exchange, topic, rep)
         self.sent += 1
         if self.publisher is not None:
             self.publisher.wake()
