@@ -30,6 +30,8 @@ RETRY_AFTER = 60.0
 
 
 class ArchiveSource:
+    """The archive's namespace under `root`, served read-only (a catalog per thread)."""
+
     def __init__(self, config: Config, root: str = "/") -> None:
         self.config = config
         self.root = "/" + root.strip("/")

@@ -55,6 +55,8 @@ def _incoming(path: str | None) -> bool:
 
 
 class ArchivePoster(threading.Thread):
+    """The poster thread: journal rows, oldest first, become outbox rows."""
+
     def __init__(
         self, config: Config, post: PostConfig, cache: Cache, published: Callable[[], None]
     ) -> None:
