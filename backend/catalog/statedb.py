@@ -22,8 +22,13 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
     )
-    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    wait_for_locks(conn)
     return conn
+
+
+def wait_for_locks(conn: sqlite3.Connection) -> None:
+    """Statements on `conn` wait up to `BUSY_TIMEOUT` for another process's lock."""
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
 
 
 def open_wal(path: str | os.PathLike[str], synchronous: str) -> sqlite3.Connection:

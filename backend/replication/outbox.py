@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from backend.catalog import outbox as rows
-from backend.catalog.statedb import connect
+from backend.catalog.statedb import connect, wait_for_locks
 
 from .broker import Broker, BrokerUnavailable, BrokerURL
 from .credentials import Credentials
@@ -102,7 +102,7 @@ class Publisher:
         if self._conn is None:
             if callable(self._db):
                 self._conn = self._db()
-                self._conn.execute("PRAGMA busy_timeout=30000")
+                wait_for_locks(self._conn)
             else:
                 self._conn = connect(self._db)
             rows.ensure_outbox(self._conn)
