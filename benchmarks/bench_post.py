@@ -29,15 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from backend.catalog.outbox import open_state_db, pending_count  # noqa: E402
 from backend.replication import message as m  # noqa: E402
 from backend.replication.broker import Broker, make_amqp_message  # noqa: E402
 from backend.replication.credentials import Credentials  # noqa: E402
-from backend.replication.outbox import (  # noqa: E402
-    Publisher,
-    enqueue,
-    open_state_db,
-    pending_count,
-)
+from backend.replication.outbox import Publisher, enqueue  # noqa: E402
 
 EXCHANGE = "xs_alice_bench"
 QUEUE = "q_alice.bench.post"

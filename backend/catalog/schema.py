@@ -215,24 +215,39 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 
 def _v2(db: sqlite_utils.Database) -> None:
-    """Replication: the change journal of the mount and the durable outbox of messages."""
-    from backend.replication.outbox import ensure_outbox
+    """Replication: the change journal of the mount and the durable outbox of messages.
 
-    db["changes"].create(
-        {
-            "id": int,
-            "kind": str,  # closed | mkdir | rmdir | unlink | symlink | link | rename
-            "inode": int,
-            "path": str,  # archive path ("/raw/run1.dat") of the entry concerned
-            "old_path": str,  # rename: where it was
-            "target": str,  # symlink target, hard link target path
-            "origin": str,  # JSON: the upstream message a subscriber stored this from
-            "time_ns": int,
-        },
-        pk="id",
-        not_null={"kind", "time_ns"},
+    The SQL as this step ran it: the outbox of the state DBs (backend.catalog.outbox) may
+    change, an old archive's migration must not."""
+    # changes: kind closed | mkdir | rmdir | unlink | symlink | link | rename; path the
+    # archive path ("/raw/run1.dat") of the entry concerned; old_path where a rename took
+    # it from; target a symlink's target or a hard link's other path; origin (JSON) the
+    # upstream message a subscriber stored it from
+    db.execute(
+        """CREATE TABLE "changes" (
+   "id" INTEGER PRIMARY KEY,
+   "kind" TEXT NOT NULL,
+   "inode" INTEGER,
+   "path" TEXT,
+   "old_path" TEXT,
+   "target" TEXT,
+   "origin" TEXT,
+   "time_ns" INTEGER NOT NULL
+)"""
     )
-    ensure_outbox(db)
+    db.execute(
+        """
+CREATE TABLE IF NOT EXISTS replication_outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange    TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    body        TEXT    NOT NULL,           -- the JSON body exactly as published
+    enqueued_ns INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0, -- publications not confirmed so far
+    last_error  TEXT
+)
+"""
+    )
 
 
 def _v3(db: sqlite_utils.Database) -> None:

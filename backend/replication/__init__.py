@@ -6,12 +6,16 @@ Messages and transport: `message` (v03 messages and topics), `identity` (checksu
 
 Posting: `journal` (the mount's change journal), `poster` (journal -> outbox),
 `post_config` (`[post]`/`[serve]`), `filemessages` (messages describing local files),
-`watch`/`watch_config` (`reelfs watch` of ordinary directories).
+`watch` (the engine), `watch_service` and `watch_config` (`reelfs watch` of ordinary
+directories).
 
 Serving: `http_service` (read-only HTTP over a `DataSource`), `archive_source` (the
 archive as one).
 
-Subscribing: `subscribe` (the flow loop), `subscribe_config`, `subscribe_fetch`
-(downloads), `subscribe_store` (storing through the mount), `subscribe_state` (winnow,
-retry queue, parts), `subscribe_reports`.
+Subscribing: the package `subscribe` (`reelfs subscribe`: sr3's flow, one module per
+step, with its configuration, downloads, storing through the mount, and reports).
+
+Shared by both foreground services: `running` (logging, signals, exit codes). Every SQL
+statement is in `backend.catalog`: `outbox`, `journal`, `subscriptions` (a subscriber's
+state DB), `watching` (a watcher's), `statedb` (their connections).
 """

@@ -19,6 +19,7 @@ from backend.cache.store import Cache
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
+from backend.catalog.queue import RECALL, RequestQueue
 from backend.config import Config
 from backend.errors import ArchiveError, FsError
 from backend.library.recall import queue_recall
@@ -29,6 +30,8 @@ RETRY_AFTER = 60.0
 
 
 class ArchiveSource:
+    """The archive's namespace under `root`, served read-only (a catalog per thread)."""
+
     def __init__(self, config: Config, root: str = "/") -> None:
         self.config = config
         self.root = "/" + root.strip("/")
@@ -101,9 +104,7 @@ class ArchiveSource:
             bf = files.get(node.bitfile)
             if bf is None or bf.state != RELEASED:
                 return True
-            if bf.error and not self._cat().one(
-                "SELECT 1 FROM requests WHERE bitfile=? AND kind='recall'", (bf.id,)
-            ):
+            if bf.error and not RequestQueue(self._cat()).has(bf.id, RECALL):
                 return True  # failed: open() queues again and reports it
             if time.monotonic() >= deadline:
                 return False

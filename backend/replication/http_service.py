@@ -145,10 +145,12 @@ def _authenticator(auth: Mapping[str, str] | Authenticator | None) -> Authentica
 
 
 class _BadRequest(Exception):
-    pass
+    """A request that cannot be answered with data (400)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests: GET and HEAD of the data source, with Range."""
+
     protocol_version = "HTTP/1.1"
     server_version = "reelfs-data/1"
     sys_version = ""
@@ -426,6 +428,8 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, none of them keeping the process alive."""
+
     daemon_threads = True
     allow_reuse_address = True
 

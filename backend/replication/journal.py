@@ -10,10 +10,10 @@ through the daemon's `expect_origin` control operation.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
+from backend.catalog import journal
 from backend.catalog.db import Catalog
 from backend.catalog.namespace import Namespace
 
@@ -64,20 +64,15 @@ class ChangeJournal:
         if path is None:
             return  # unlinked meanwhile: nothing left to announce
         origin = self.take_origin(path)
-        with self.cat.tx():
-            self.cat.execute(
-                "INSERT INTO changes(kind, inode, path, old_path, target, origin, time_ns) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (
-                    kind,
-                    inode,
-                    path,
-                    old_path,
-                    target,
-                    json.dumps(origin) if origin else None,
-                    time.time_ns(),
-                ),
-            )
+        journal.record(
+            self.cat,
+            kind,
+            inode=inode,
+            path=path,
+            old_path=old_path,
+            target=target,
+            origin=json.dumps(origin) if origin else None,
+        )
         self.wake()
 
     def closed(self, inode: int) -> None:
@@ -103,8 +98,7 @@ class ChangeJournal:
     def link(self, inode: int, new_parent: int, new_name: bytes) -> None:
         path = join(self.ns.path_of(new_parent), new_name)
         others = [
-            join(self.ns.path_of(r[0]), bytes(r[1]))
-            for r in self.cat.all("SELECT parent, name FROM entries WHERE inode=?", (inode,))
+            join(self.ns.path_of(r[0]), bytes(r[1])) for r in journal.names_of(self.cat, inode)
         ]
         target = next((p for p in others if p and p != path), None)
         self._record(LINK, inode=inode, path=path, target=target)

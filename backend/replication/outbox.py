@@ -9,8 +9,9 @@ least once (a row whose confirm was lost is sent again), and the order of rows i
 batch is retried from its first unconfirmed row, so per topic the last message seen is the
 last one enqueued).
 
-Works on any `sqlite3.Connection` in WAL mode: the archive catalog includes `OUTBOX_DDL`
-(or calls `ensure_outbox`) and `reelfs watch` keeps a small state DB (`open_state_db`).
+Works on any `sqlite3.Connection` in WAL mode holding the table (its SQL is
+`backend.catalog.outbox`): the archive catalog, and the state DBs of `reelfs watch` and
+`reelfs subscribe`.
 """
 
 from __future__ import annotations
@@ -21,47 +22,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
+
+from backend.catalog import outbox as rows
+from backend.catalog.statedb import connect, wait_for_locks
 
 from .broker import Broker, BrokerUnavailable, BrokerURL
 from .credentials import Credentials
 from .message import DEFAULT_TOPIC_PREFIX, encode, topic_for, truncate_topic
 
 log = logging.getLogger(__name__)
-
-OUTBOX_TABLE = "replication_outbox"
-
-# AUTOINCREMENT: ids never go back, even after the newest rows were deleted, so id order
-# is enqueue order for the lifetime of the database.
-OUTBOX_DDL = f"""
-CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    exchange    TEXT    NOT NULL,
-    topic       TEXT    NOT NULL,
-    body        TEXT    NOT NULL,           -- the JSON body exactly as published
-    enqueued_ns INTEGER NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0, -- publications not confirmed so far
-    last_error  TEXT
-)
-"""
-
-
-def ensure_outbox(db: Any) -> None:
-    """Create the outbox table if missing, in a `sqlite3.Connection` or a sqlite-utils
-    `Database`. Does not commit a transaction the caller has open."""
-    conn: sqlite3.Connection = getattr(db, "conn", db)
-    conn.execute(OUTBOX_DDL)
-
-
-def open_state_db(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A standalone database holding an outbox (WAL, synchronous=FULL), e.g. for watch."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    ensure_outbox(conn)
-    return conn
 
 
 def enqueue(conn: sqlite3.Connection, exchange: str, topic: str, message: Mapping[str, Any]) -> int:
@@ -72,11 +42,7 @@ def enqueue(conn: sqlite3.Connection, exchange: str, topic: str, message: Mappin
     own transaction). Call `Publisher.wake()` after committing to publish at once.
     """
     body = encode(message).decode("utf-8")
-    cur = conn.execute(
-        f"INSERT INTO {OUTBOX_TABLE} (exchange, topic, body, enqueued_ns) VALUES (?, ?, ?, ?)",
-        (exchange, truncate_topic(topic), body, time.time_ns()),
-    )
-    return int(cur.lastrowid or 0)
+    return rows.add(conn, exchange, truncate_topic(topic), body)
 
 
 def enqueue_message(
@@ -87,11 +53,6 @@ def enqueue_message(
 ) -> int:
     """`enqueue` with the topic derived from relPath the sr3 way."""
     return enqueue(conn, exchange, topic_for(message["relPath"], topic_prefix), message)
-
-
-def pending_count(conn: sqlite3.Connection) -> int:
-    """Rows not yet confirmed by the broker."""
-    return int(conn.execute(f"SELECT count(*) FROM {OUTBOX_TABLE}").fetchone()[0])
 
 
 class Publisher:
@@ -141,31 +102,20 @@ class Publisher:
         if self._conn is None:
             if callable(self._db):
                 self._conn = self._db()
+                wait_for_locks(self._conn)
             else:
-                self._conn = sqlite3.connect(
-                    self._db, timeout=30.0, isolation_level=None, check_same_thread=False
-                )
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            ensure_outbox(self._conn)
+                self._conn = connect(self._db)
+            rows.ensure_outbox(self._conn)
         return self._conn
 
     def pending(self) -> int:
-        return pending_count(self._connection())
+        return rows.pending_count(self._connection())
 
     def _delete(self, ids: list[int]) -> None:
-        if not ids:
-            return
-        conn = self._connection()
-        with _transaction(conn):
-            conn.executemany(f"DELETE FROM {OUTBOX_TABLE} WHERE id = ?", [(i,) for i in ids])
+        rows.delete(self._connection(), ids)
 
     def _note_failure(self, row_id: int, error: str) -> None:
-        conn = self._connection()
-        with _transaction(conn):
-            conn.execute(
-                f"UPDATE {OUTBOX_TABLE} SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                (error[:500], row_id),
-            )
+        rows.note_failure(self._connection(), row_id, error)
 
     # -- publishing ------------------------------------------------------------------
 
@@ -174,29 +124,22 @@ class Publisher:
 
         Raises `BrokerUnavailable` after deleting the rows confirmed before the failure.
         """
-        rows = (
-            self._connection()
-            .execute(
-                f"SELECT id, exchange, topic, body FROM {OUTBOX_TABLE} ORDER BY id LIMIT ?",
-                (self.batch_size,),
-            )
-            .fetchall()
-        )
-        if not rows:
+        batch = rows.oldest(self._connection(), self.batch_size)
+        if not batch:
             return 0
-        items = [(ex, topic, body.encode("utf-8")) for _, ex, topic, body in rows]
+        items = [(ex, topic, body.encode("utf-8")) for _, ex, topic, body in batch]
         try:
             confirmed = self.broker.publish_batch(items, confirm_timeout=self.confirm_timeout)
         except BrokerUnavailable as exc:
-            self._delete([r[0] for r in rows[: exc.confirmed]])
+            self._delete([r[0] for r in batch[: exc.confirmed]])
             self.published += exc.confirmed
-            if exc.confirmed < len(rows):
-                self._note_failure(rows[exc.confirmed][0], str(exc))
+            if exc.confirmed < len(batch):
+                self._note_failure(batch[exc.confirmed][0], str(exc))
             raise
-        self._delete([r[0] for r in rows[:confirmed]])
+        self._delete([r[0] for r in batch[:confirmed]])
         self.published += confirmed
-        if confirmed < len(rows):
-            self._note_failure(rows[confirmed][0], "nacked by broker")
+        if confirmed < len(batch):
+            self._note_failure(batch[confirmed][0], "nacked by broker")
         return confirmed
 
     def wake(self) -> None:
@@ -230,8 +173,7 @@ class Publisher:
         broker.close()
 
     def _has_rows(self) -> bool:
-        row = self._connection().execute(f"SELECT 1 FROM {OUTBOX_TABLE} LIMIT 1").fetchone()
-        return row is not None
+        return rows.has_rows(self._connection())
 
     def run_until_empty(self, timeout: float) -> bool:
         """Publish until the outbox is empty or `timeout` passes; True if empty."""
@@ -259,6 +201,11 @@ class Publisher:
         self._thread.start()
         return self._thread
 
+    @property
+    def started(self) -> bool:
+        """The thread of `start` runs (until `stop`)."""
+        return self._thread is not None
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread started by `start` (rows left stay for the next run)."""
         self._stop.set()
@@ -273,24 +220,3 @@ class Publisher:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
-
-
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (rollback on error)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.own = not self.conn.in_transaction
-        if self.own:
-            self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if not self.own:
-            return
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")

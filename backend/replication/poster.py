@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.cache.store import Cache
-from backend.catalog import events
+from backend.catalog import events, journal
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, FileClerk
 from backend.catalog.namespace import Inode, Namespace
@@ -55,6 +55,8 @@ def _incoming(path: str | None) -> bool:
 
 
 class ArchivePoster(threading.Thread):
+    """The poster thread: journal rows, oldest first, become outbox rows."""
+
     def __init__(
         self, config: Config, post: PostConfig, cache: Cache, published: Callable[[], None]
     ) -> None:
@@ -79,11 +81,7 @@ class ArchivePoster(threading.Thread):
         cat = open_catalog(self.config.catalog_path)
         try:
             while True:
-                rows = cat.all(
-                    "SELECT id, kind, inode, path, old_path, target, origin FROM changes "
-                    "ORDER BY id LIMIT ?",
-                    (BATCH,),
-                )
+                rows = journal.oldest(cat, BATCH)
                 if not rows:
                     if self._stopping:
                         return
@@ -109,7 +107,7 @@ class ArchivePoster(threading.Thread):
         with cat.tx():
             for exchange, topic, body in messages:
                 enqueue(cat.conn, exchange, topic, body)
-            cat.execute("DELETE FROM changes WHERE id=?", (row["id"],))
+            journal.delete(cat, row["id"])
         self.posted += len(messages)
 
     # -- building messages ---------------------------------------------------------------

@@ -14,27 +14,21 @@ inotify (watchdog) events become v03 messages the way `sr3 watch` makes them:
 * only what was announced is ever announced as removed.
 
 Every announcement is written to the durable outbox of a small SQLite state DB in the same
-transaction as the record of what has been announced (`watch_files`), then published with
-confirms by an `outbox.Publisher` thread. At start the tree is compared with that record,
-so changes made while the watcher was stopped are announced too. With `http_listen` the
-watcher also serves `post_base_dir` over HTTP (`http_service`).
+transaction as the record of what has been announced (`backend.catalog.watching`), then
+published with confirms by an `outbox.Publisher` thread. At start the tree is compared
+with that record, so changes made while the watcher was stopped are announced too.
 
-`watch_main(argv)` is the CLI entry point (`reelfs watch`, or `python3 -m
-backend.replication.watch` until the lead wires it).
+This module is the engine (`Watcher`: events and ticks in, outbox rows out);
+`watch_service` runs it (inotify, the publisher, the HTTP data service) for `reelfs watch`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import queue
-import signal
 import sqlite3
 import stat
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,11 +43,11 @@ from watchdog.events import (
     FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
-    FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 
-from .credentials import Credentials, CredentialsError
+from backend.catalog import watching
+from backend.catalog.statedb import transaction
+
 from .filemessages import (
     PostSettings,
     block_messages,
@@ -62,25 +56,11 @@ from .filemessages import (
     link_message,
     remove_message,
 )
-from .http_service import DataServer, DirectorySource, parse_listen, serve
 from .message import MessageError, topic_for
-from .outbox import Publisher, enqueue, open_state_db
-from .watch_config import ConfigError, WatchConfig, load_config
+from .outbox import enqueue
+from .watch_config import WatchConfig
 
 log = logging.getLogger("reelfs.watch")
-
-STATE_DDL = """
-CREATE TABLE IF NOT EXISTS watch_files (
-    rel_path  TEXT PRIMARY KEY,     -- relPath as announced
-    kind      TEXT NOT NULL,        -- file | dir | link
-    size      INTEGER,
-    mtime_ns  INTEGER,
-    mode      INTEGER,
-    target    TEXT,                 -- link target
-    identity  TEXT,                 -- JSON identity of the whole file, if posted whole
-    blocks    TEXT                  -- JSON {number: [size, identity]} if posted in blocks
-)
-"""
 
 
 @dataclass
@@ -92,14 +72,6 @@ class _Pending:
     sig: tuple[int, int, int] | None = None
     last_repost: float | None = None
     blocks: dict[int, tuple[int, str]] = field(default_factory=dict)
-
-
-class _Queueing(FileSystemEventHandler):
-    def __init__(self, q: queue.Queue[FileSystemEvent]) -> None:
-        self.q = q
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self.q.put(event)
 
 
 def _sig(st: os.stat_result) -> tuple[int, int, int]:
@@ -122,7 +94,7 @@ class Watcher:
     ) -> None:
         self.cfg = config
         self.conn = conn
-        self.conn.execute(STATE_DDL)
+        watching.ensure_watch_files(self.conn)
         self.on_enqueued = on_enqueued or (lambda: None)
         self.clock = clock
         self.pending: dict[str, _Pending] = {}
@@ -163,20 +135,11 @@ class Watcher:
 
     # -- the record of what was announced ----------------------------------------------
 
-    def announced(self, rel: str) -> sqlite3.Row | None:
-        return self.conn.execute(
-            "SELECT rel_path, kind, size, mtime_ns, mode, target, identity, blocks"
-            " FROM watch_files WHERE rel_path = ?",
-            (rel,),
-        ).fetchone()
+    def announced(self, rel: str) -> watching.Announced | None:
+        return watching.announced(self.conn, rel)
 
     def _announced_under(self, rel: str) -> list[str]:
-        prefix = rel + "/"
-        rows = self.conn.execute(
-            "SELECT rel_path FROM watch_files WHERE substr(rel_path, 1, ?) = ?",
-            (len(prefix), prefix),
-        ).fetchall()
-        return [r[0] for r in rows]
+        return watching.announced_under(self.conn, rel)
 
     def _commit(self, messages: list[dict[str, Any]], record: list[tuple[str, tuple | None]]):
         """Enqueue messages and update the record in one transaction.
@@ -185,24 +148,14 @@ class Watcher:
         """
         if not messages and not record:
             return
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as c:
             for msg in messages:
                 enqueue(c, self.cfg.exchange, topic_for(msg["relPath"], self.cfg.topic_prefix), msg)
             for rel, values in record:
                 if values is None:
-                    c.execute("DELETE FROM watch_files WHERE rel_path = ?", (rel,))
+                    watching.forget(c, rel)
                 else:
-                    c.execute(
-                        "INSERT OR REPLACE INTO watch_files (rel_path, kind, size, mtime_ns, mode,"
-                        " target, identity, blocks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (rel, *values),
-                    )
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+                    watching.remember(c, rel, values)
         self.posted += len(messages)
         for msg in messages:
             op = msg.get("fileOp")
@@ -505,178 +458,10 @@ class Watcher:
                     self.touch(rel, settled=old)
         top_rel = self._rel(top)
         if top_rel is None:
-            candidates = [r[0] for r in self.conn.execute("SELECT rel_path FROM watch_files")]
+            candidates = watching.announced_paths(self.conn)
         else:
             candidates = [top_rel, *self._announced_under(top_rel)]
         wrel_ok = [r for r in candidates if r not in seen and self._rel(self.settings.abs_path(r))]
         for rel in sorted(wrel_ok, key=lambda r: r.count("/"), reverse=True):
             if not os.path.lexists(self.settings.abs_path(rel)) and self.announced(rel):
                 self._post_remove(rel)
-
-
-class WatchService:
-    """A running watch: observer thread, engine loop thread, publisher, optional HTTP."""
-
-    def __init__(self, config: WatchConfig, credentials: Credentials | None = None) -> None:
-        self.cfg = config
-        self.credentials = credentials
-        self.conn = open_state_db(config.state_db)
-        self.publisher = Publisher(
-            config.state_db, config.broker, credentials=credentials, logger=log
-        )
-        self.watcher = Watcher(config, self.conn, on_enqueued=self.publisher.wake)
-        self.events: queue.Queue[FileSystemEvent] = queue.Queue()
-        self.observer = Observer()
-        self.stop_event = threading.Event()
-        self.http: DataServer | None = None
-        self._loop: threading.Thread | None = None
-
-    def start(self, *, publish: bool = True) -> None:
-        if self.cfg.http_listen:
-            auth = None
-            if self.cfg.http_auth:
-                host, port, _ = parse_listen(self.cfg.http_listen)
-                creds = self.credentials or Credentials.load(self.cfg.credentials)
-                auth = creds.http_users(host, port)
-                if not auth:
-                    raise ConfigError(
-                        f"http_auth: no http://user:password@{self.cfg.http_listen}/ entry in "
-                        f"{creds.path}"
-                    )
-            self.http = serve(
-                DirectorySource(self.cfg.post_base_dir),
-                self.cfg.http_listen,
-                auth=auth,
-                url_prefix=str(self.cfg.post_base_dir),
-                logger=logging.getLogger("reelfs.watch.http"),
-            )
-        # Watch first, then scan: a change during the scan is seen by one or the other.
-        self.observer.schedule(_Queueing(self.events), str(self.cfg.watch_dir), recursive=True)
-        self.observer.start()
-        self.watcher.scan()
-        if publish:
-            self.publisher.start()
-        self._loop = threading.Thread(target=self._run, name="reelfs-watch", daemon=True)
-        self._loop.start()
-        log.info(
-            "watching %s -> %s on %s (exchange %s)",
-            self.cfg.watch_dir,
-            self.cfg.post_base_url,
-            self.publisher.broker.url,
-            self.cfg.exchange,
-        )
-
-    def _run(self) -> None:
-        tick = max(0.05, min(0.5, self.cfg.settle / 4 if self.cfg.settle else 0.05))
-        while not self.stop_event.is_set():
-            try:
-                ev = self.events.get(timeout=tick)
-                self._handle(ev)
-                while True:
-                    self._handle(self.events.get_nowait())
-            except queue.Empty:
-                pass
-            try:
-                self.watcher.tick()
-            except (OSError, sqlite3.Error) as exc:
-                log.warning("watch: %s", exc)
-
-    def _handle(self, ev: FileSystemEvent) -> None:
-        try:
-            self.watcher.handle(ev)
-        except (OSError, MessageError, sqlite3.Error) as exc:
-            log.warning("watch: event %s %s not posted: %s", ev.event_type, ev.src_path, exc)
-
-    def idle(self) -> bool:
-        """No event queued, no file waiting to settle, nothing left in the outbox."""
-        if not self.events.empty() or self.watcher.pending:
-            return False
-        # A connection of its own: the engine's belongs to the loop thread.
-        conn = sqlite3.connect(self.cfg.state_db, timeout=30)
-        try:
-            return conn.execute("SELECT 1 FROM replication_outbox LIMIT 1").fetchone() is None
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.observer.stop()
-        self.observer.join(10)
-        if self._loop is not None:
-            self._loop.join(10)
-        self.publisher.stop()
-        if self.http is not None:
-            self.http.shutdown()
-        self.conn.close()
-
-
-def watch_main(argv: list[str]) -> int:
-    """`reelfs watch DIR --config FILE [--state-db PATH] [--once]`; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="reelfs watch", description="Announce changes of a directory as v03 messages."
-    )
-    parser.add_argument("directory", help="directory to watch (not an archive)")
-    parser.add_argument("--config", "-c", required=True, help="TOML configuration file")
-    parser.add_argument("--state-db", help="state DB (default: next to the config file)")
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        help="post what differs from the last run, wait until published, and exit",
-    )
-    parser.add_argument("--timeout", type=float, default=300.0, help="limit for --once (s)")
-    parser.add_argument("--verbose", "-v", action="count", default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        cfg = load_config(args.config, args.directory, args.state_db)
-        creds = Credentials.load(cfg.credentials)
-        creds.require(cfg.broker)
-    except (ConfigError, CredentialsError) as exc:
-        print(f"reelfs watch: {exc}", file=sys.stderr)
-        return 2
-
-    if args.once:
-        return _run_once(cfg, creds, args.timeout)
-
-    service = WatchService(cfg, creds)
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-    service.start()
-    try:
-        stop.wait()
-    finally:
-        log.info("stopping")
-        service.stop()
-    return 0
-
-
-def _run_once(cfg: WatchConfig, creds: Credentials, timeout: float) -> int:
-    conn = open_state_db(cfg.state_db)
-    watcher = Watcher(cfg, conn)
-    watcher.scan()
-    deadline = time.monotonic() + timeout
-    while watcher.pending and time.monotonic() < deadline:
-        watcher.tick()
-        nxt = watcher.next_deadline()
-        time.sleep(max(0.05, min(1.0, (nxt or 0) - time.monotonic())))
-    publisher = Publisher(cfg.state_db, cfg.broker, credentials=creds, logger=log)
-    try:
-        ok = publisher.run_until_empty(max(1.0, deadline - time.monotonic()))
-    finally:
-        publisher.close()
-        conn.close()
-    if not ok or watcher.pending:
-        print("reelfs watch: timed out before everything was published", file=sys.stderr)
-        return 1
-    log.info("posted %d messages", watcher.posted)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(watch_main(sys.argv[1:]))

@@ -2,41 +2,48 @@
 
 `reelfs subscribe --config FILE [--once] [--timeout S]` replicates what a broker announces
 into a mounted archive (`backend.replication.subscribe`); `reelfs watch DIR --config FILE`
-announces the changes of an ordinary directory (`backend.replication.watch`). Both take a
-TOML file with sr3 option names (reelfs-subscribe(5)) and exit 0, 1 (failed, or work left
-at the timeout) or 2 (bad configuration or credentials), with one line on stderr.
+announces the changes of an ordinary directory (`backend.replication.watch_service`). Both
+take a TOML file with sr3 option names (reelfs-subscribe(5)) and exit 0, 1 (failed, or work
+left at the timeout) or 2 (bad configuration or credentials), with one line on stderr.
+Here the arguments are parsed and the failure printed; the backend runs the service.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 
 def cmd_subscribe(a: argparse.Namespace) -> int:
-    from backend.replication.subscribe import subscribe_main
+    from backend.replication.running import RunError
+    from backend.replication.subscribe.run import run_subscriber
 
-    argv = ["--config", a.config]
-    if a.state_db:
-        argv += ["--state-db", a.state_db]
-    if a.once:
-        argv.append("--once")
-    if a.timeout is not None:
-        argv += ["--timeout", str(a.timeout)]
-    argv += ["-v"] * a.verbose
-    return subscribe_main(argv)
+    try:
+        return run_subscriber(
+            a.config, state_db=a.state_db, once=a.once, timeout=a.timeout, verbosity=a.verbose
+        )
+    except RunError as e:
+        print(f"reelfs subscribe: {e}", file=sys.stderr)
+        return e.code
 
 
 def cmd_watch(a: argparse.Namespace) -> int:
-    from backend.replication.watch import watch_main
+    from backend.replication.running import RunError
+    from backend.replication.watch_service import run_watcher
 
-    argv = [a.directory, "--config", a.config, "--timeout", str(a.timeout)]
-    if a.state_db:
-        argv += ["--state-db", a.state_db]
-    if a.once:
-        argv.append("--once")
-    argv += ["-v"] * a.verbose
-    return watch_main(argv)
+    try:
+        return run_watcher(
+            a.directory,
+            a.config,
+            state_db=a.state_db,
+            once=a.once,
+            timeout=a.timeout,
+            verbosity=a.verbose,
+        )
+    except RunError as e:
+        print(f"reelfs watch: {e}", file=sys.stderr)
+        return e.code
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:

@@ -12,16 +12,9 @@ import sys
 
 import pytest
 
+from backend.catalog.outbox import OUTBOX_TABLE, ensure_outbox, open_state_db, pending_count
 from backend.replication import message as m
-from backend.replication.outbox import (
-    OUTBOX_TABLE,
-    Publisher,
-    enqueue,
-    enqueue_message,
-    ensure_outbox,
-    open_state_db,
-    pending_count,
-)
+from backend.replication.outbox import Publisher, enqueue, enqueue_message
 from tests.waiting import wait_for
 
 from .conftest import REPO, collect, collect_relpaths

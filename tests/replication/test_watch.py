@@ -13,10 +13,11 @@ import textwrap
 
 import pytest
 
+from backend.catalog.outbox import OUTBOX_TABLE, open_state_db
 from backend.replication import message as m
-from backend.replication.outbox import OUTBOX_TABLE, open_state_db
-from backend.replication.watch import Watcher, WatchService
+from backend.replication.watch import Watcher
 from backend.replication.watch_config import ConfigError, load_config
+from backend.replication.watch_service import WatchService
 from tests.waiting import wait_for
 
 from .conftest import REPO
@@ -372,7 +373,7 @@ def test_watch_filters_and_catch_up_after_restart(
 
 
 @pytest.mark.slow
-def test_watch_main_once_and_credentials_check(broker, names, consumer_factory, tmp_path) -> None:
+def test_reelfs_watch_once_and_credentials_check(broker, names, consumer_factory, tmp_path) -> None:
     consumer = consumer_factory(names["exchange"], names["queue"])
     d = tmp_path / "data"
     (d / "x").mkdir(parents=True)
@@ -384,7 +385,7 @@ def test_watch_main_once_and_credentials_check(broker, names, consumer_factory, 
         settle=0.0,
         credentials=str(broker.credentials_path),
     )
-    cmd = [sys.executable, "-m", "backend.replication.watch", str(d), "--config", cfg, "--once"]
+    cmd = [sys.executable, "-m", "mountfs.cli", "watch", str(d), "--config", cfg, "--once"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -396,7 +397,7 @@ def test_watch_main_once_and_credentials_check(broker, names, consumer_factory, 
     loose.chmod(0o644)
     cfg = write_config(tmp_path / "w2.toml", broker.url("alice"), credentials=str(loose))
     proc = subprocess.run(
-        [*cmd[:5], cfg, "--once"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [*cmd[:6], cfg, "--once"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
     assert f"chmod 600 {loose}" in proc.stderr

@@ -1,20 +1,26 @@
-"""Pure logic of `reelfs subscribe`: configuration, routing decisions, keys and names."""
+"""Pure logic of `reelfs subscribe`: configuration, routing decisions, keys and names, the
+fileOp table, the filter's mapping of renames, and the dispatcher's per-path order."""
 
 from __future__ import annotations
 
 import json
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+from backend.catalog.subscriptions import SubscriptionState
 from backend.replication import message as m
-from backend.replication.subscribe import _conflict, _mapped_path
-from backend.replication.subscribe_config import ConfigError, load_config
-from backend.replication.subscribe_fetch import build_url
-from backend.replication.subscribe_reports import exchange_owner, skeleton_of_body
-from backend.replication.subscribe_state import SubscribeState, content_key, winnow_key
-from backend.replication.subscribe_store import is_final, normalise, origin_of, temp_name
+from backend.replication.subscribe.config import ConfigError, load_config
+from backend.replication.subscribe.dispatch import Dispatcher, conflict
+from backend.replication.subscribe.fetch import build_url
+from backend.replication.subscribe.fileops import HANDLERS, operation
+from backend.replication.subscribe.filter import Filter, mapped_path
+from backend.replication.subscribe.keys import content_key, winnow_key
+from backend.replication.subscribe.reports import Reporter, exchange_owner, skeleton_of_body
+from backend.replication.subscribe.store import is_final, normalise, origin_of, temp_name
+from backend.replication.subscribe.work import Outcome, Stats, Work
 
 SHA = {"method": "sha512", "value": "A" * 86 + "=="}
 
@@ -164,15 +170,15 @@ def test_keys_names_and_paths() -> None:
     assert build_url("http://h:1/base/", "a b/c#d.txt") == "http://h:1/base/a%20b/c%23d.txt"
     assert build_url("file:/srv/x", "a b.txt") == "file:/srv/x/a b.txt"
     assert build_url("http://h/", "x", "api?id=3&f=a b") == "http://h/api?id=3&f=a%20b"
-    assert _conflict(("a/b",), ("a",)) and _conflict(("a",), ("a/b/c",))
-    assert not _conflict(("a/b",), ("a/bc",)) and not _conflict(("x",), ("y",))
+    assert conflict(("a/b",), ("a",)) and conflict(("a",), ("a/b/c",))
+    assert not conflict(("a/b",), ("a/bc",)) and not conflict(("x",), ("y",))
     # fileOp paths: baseUrl's path + relPath, a root baseUrl included (as sr3 maps them)
     at = {"baseUrl": "http://h:1/arch", "relPath": "n"}
-    assert _mapped_path(at, "/arch/raw/a.txt") == "raw/a.txt"
-    assert _mapped_path(at, "/elsewhere/a.txt") is None
+    assert mapped_path(at, "/arch/raw/a.txt") == "raw/a.txt"
+    assert mapped_path(at, "/elsewhere/a.txt") is None
     root = {"baseUrl": "http://h:1/", "relPath": "n"}
-    assert _mapped_path(root, "/raw/a.txt") == "raw/a.txt"
-    assert _mapped_path(root, "/raw/../../etc/passwd") is None
+    assert mapped_path(root, "/raw/a.txt") == "raw/a.txt"
+    assert mapped_path(root, "/raw/../../etc/passwd") is None
 
 
 def test_reports_of_undecodable_messages_keep_what_can_be_kept() -> None:
@@ -188,15 +194,17 @@ def test_reports_of_undecodable_messages_keep_what_can_be_kept() -> None:
 
 
 def test_state_retry_queue_winnow_and_stored(tmp_path: Path) -> None:
-    st = SubscribeState(tmp_path / "s.db")
+    st = SubscriptionState(tmp_path / "s.db")
     msg = m.build_message(base_url="http://a/", rel_path="f", identity=SHA)
-    rid = st.add_retry("f", "xs_a", "v03", msg, attempts=1, delay=0, error="503")
+    pub_ns = m.parse_time(msg["pubTime"])
+    rid = st.add_retry("f", "xs_a", "v03", msg, pub_ns=pub_ns, attempts=1, delay=0, error="503")
     # the same message again (redelivered) does not queue twice
-    assert st.add_retry("f", "xs_a", "v03", msg, attempts=1, delay=0, error="503") == rid
+    again = st.add_retry("f", "xs_a", "v03", msg, pub_ns=pub_ns, attempts=1, delay=0, error="503")
+    assert again == rid
     (row,) = st.due_retries(10, set())
     assert row.id == rid and row.message == msg and row.attempts == 1
     assert st.due_retries(10, {rid}) == []
-    newer = m.parse_time(msg["pubTime"]) + 1
+    newer = pub_ns + 1
     assert st.supersede(["f"], newer, None) == 1 and st.retry_count() == 0
     assert not st.is_duplicate("f", "k", 60)
     st.remember("f", "k")
@@ -210,3 +218,86 @@ def test_state_retry_queue_winnow_and_stored(tmp_path: Path) -> None:
     st.forget_stored("e", subtree=True)
     assert st.stored("e/b/c") is None
     st.close()
+
+
+def work(seq: int, rel: str, op: dict | None = None, **fields) -> Work:
+    msg = m.build_message(base_url="http://h:1/arch", rel_path=rel, identity=SHA, file_op=op)
+    return Work(seq, msg, rel, "xs_a", "v03", **fields)
+
+
+def test_fileop_handler_table() -> None:
+    # one handler per v03 fileOp, looked up by name
+    assert set(HANDLERS) == m.FILEOP_KEYS
+    assert operation(work(0, "f")) is None  # plain data
+    assert operation(work(0, "d", {"remove": ""})) == "remove"
+    assert operation(work(0, "d", {"remove": "", "directory": ""})) == "remove"
+    assert operation(work(0, "n", {"rename": "/arch/o"}, old_rel="o")) == "rename"
+    assert operation(work(0, "n", {"rename": "/arch/o", "directory": ""}, old_rel="o")) == "rename"
+    assert operation(work(0, "n", {"rename": "/arch/o", "link": "t"}, old_rel="o")) == "rename"
+    # the old name is not ours (unmapped or rejected): what the message is about otherwise
+    assert operation(work(0, "n", {"rename": "/elsewhere/o"})) is None
+    assert operation(work(0, "n", {"rename": "/elsewhere/o", "link": "t"})) == "link"
+    # renamed to a rejected name: the old name is removed
+    assert operation(work(0, "o", {"rename": "/arch/o"}, remove_old=True)) == "remove"
+    assert operation(work(0, "l", {"link": "t"})) == "link"
+    assert operation(work(0, "d", {"directory": ""})) == "directory"
+    assert operation(work(0, "h", {"hlink": "/arch/f"}, link_rel="f")) == "hlink"
+    assert operation(work(0, "h", {"hlink": "/arch/f"})) is None  # other name not here
+
+
+def test_filter_maps_renames_and_applies_patterns(tmp_path: Path, archive: Path) -> None:
+    cfg = load_config(cfg_file(tmp_path, archive, "reject = 'scratch/.*'\n"))
+    state = SubscriptionState(tmp_path / "s.db")
+    filt = Filter(cfg, Reporter(cfg, state, None), Stats())
+    base = {"baseUrl": "http://h:1/arch", "pubTime": "20260101T000000"}
+    w = filt.work_for(
+        {**base, "relPath": "raw/b.txt", "fileOp": {"rename": "/arch/raw/a.txt"}}, "x", "t"
+    )
+    assert w is not None and (w.rel, w.old_rel, w.remove_old) == ("raw/b.txt", "raw/a.txt", False)
+    w2 = filt.work_for(
+        {**base, "relPath": "scratch/a.txt", "fileOp": {"rename": "/arch/raw/a.txt"}}, "x", "t"
+    )
+    assert w2 is not None and (w2.rel, w2.old_rel, w2.remove_old) == ("raw/a.txt", None, True)
+    assert filt.work_for({**base, "relPath": "scratch/new.txt"}, "x", "t") is None
+    assert w2.seq == w.seq + 1  # numbered in arrival order
+    state.close()
+
+
+def test_dispatch_keeps_the_order_of_each_path() -> None:
+    gates: dict[int, threading.Event] = {}
+
+    def run(w: Work) -> Outcome:
+        gates[w.seq].wait(30)
+        return Outcome(True, 201, w.rel)
+
+    d = Dispatcher(2, run)
+    ws = [work(i, rel) for i, rel in enumerate(["a", "a/b", "c", "a/b/c", "e"])]
+    for w in ws:
+        gates[w.seq] = threading.Event()
+        d.add(w)
+    try:
+        d.start()
+        # a/b waits for a (below it); a/b/c for a/b, though a/b is not running either
+        assert sorted(d.running) == [0, 2] and [w.seq for w in d.pending] == [1, 3, 4]
+        gates[0].set()
+        done = d.wait(30)
+        assert done is not None and done[0].seq == 0 and done[1].text == "a"
+        d.start()
+        assert sorted(d.running) == [1, 2] and [w.seq for w in d.pending] == [3, 4]
+        gates[2].set()
+        assert d.wait(30) is not None
+        d.start()
+        assert sorted(d.running) == [1, 4] and [w.seq for w in d.pending] == [3]
+        # held work (the archive went away) goes back in line in arrival order
+        for seq in (1, 4):
+            gates[seq].set()
+            item = d.wait(30)
+            assert item is not None
+            d.hold(item[0])
+        assert d.in_hand() == 3 and not d.running
+        assert d.resume() == 2 and [w.seq for w in d.pending] == [1, 3, 4]
+        assert d.finished() == []
+    finally:
+        for g in gates.values():
+            g.set()
+        d.shutdown()

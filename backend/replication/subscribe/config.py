@@ -48,8 +48,7 @@ from typing import Any
 
 from backend.config import ConfigError as ArchiveConfigError
 from backend.config import parse_size
-
-from .common_config import (
+from backend.replication.common_config import (
     ConfigError,
     Filter,
     broker_url,
@@ -57,7 +56,7 @@ from .common_config import (
     read_document,
     split_filters,
 )
-from .message import DEFAULT_TOPIC_PREFIX
+from backend.replication.message import DEFAULT_TOPIC_PREFIX
 
 ALIASES = {
     "topicPrefix": "topic_prefix",

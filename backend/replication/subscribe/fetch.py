@@ -24,13 +24,13 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
-from .credentials import Credentials, redact_url
+from backend.replication.credentials import Credentials, redact_url
 
 CHUNK = 256 * 1024
 
@@ -175,20 +175,8 @@ class Fetcher:
         f: BinaryIO = os.fdopen(fd, "rb")
         total = os.fstat(fd).st_size
         f.seek(offset)
-        step = self.limiter.chunk()
-
-        def chunks() -> Iterator[bytes]:
-            left = length
-            while left is None or left > 0:
-                data = f.read(step if left is None else min(step, left))
-                if not data:
-                    return
-                if left is not None:
-                    left -= len(data)
-                self.limiter.take(len(data))
-                yield data
-
-        return Body(offset, total, None, chunks(), f.close)
+        chunks = _limited(f.read, self.limiter.chunk(), length, self.limiter)
+        return Body(offset, total, None, chunks, f.close)
 
     # -- http(s): ------------------------------------------------------------------------
 
@@ -326,7 +314,6 @@ class Fetcher:
         limiter = self.limiter
 
         def chunks() -> Iterator[bytes]:
-            left = length
             to_skip = skip
             try:
                 while to_skip:
@@ -334,14 +321,7 @@ class Fetcher:
                     if not data:
                         return
                     to_skip -= len(data)
-                while left is None or left > 0:
-                    data = resp.read(step if left is None else min(step, left))
-                    if not data:
-                        return
-                    if left is not None:
-                        left -= len(data)
-                    limiter.take(len(data))
-                    yield data
+                yield from _limited(resp.read, step, length, limiter)
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(*conn_key)
                 raise FetchError(499, f"{shown}: {exc or 'read failed'}", retry=True) from None
@@ -353,6 +333,21 @@ class Fetcher:
                 self._drop(*conn_key)
 
         return Body(start, total, etag, chunks(), close)
+
+
+def _limited(
+    read: Callable[[int], bytes], step: int, length: int | None, limiter: RateLimiter
+) -> Iterator[bytes]:
+    """`length` bytes (or all) from `read`, `step` at a time, at the limiter's pace."""
+    left = length
+    while left is None or left > 0:
+        data = read(step if left is None else min(step, left))
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        limiter.take(len(data))
+        yield data
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -14,7 +14,7 @@ Tables (all in one WAL database, next to the configuration file by default):
   block manifest): an announcement of what is already here is answered without reading
   the file back (it may be on tape), and unchanged parts of a re-announced file are
   copied locally instead of downloaded.
-* `replication_outbox`: reports waiting for the broker (see `outbox`).
+* `replication_outbox`: reports waiting for the broker (`backend.catalog.outbox`).
 
 One connection shared by the subscriber's threads behind a lock; statements are short.
 Commits are `synchronous=NORMAL` (WAL: they survive a killed process, not a power cut),
@@ -24,7 +24,6 @@ the broker right after, so the retry row is then its only copy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -36,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .message import parse_time
-from .outbox import enqueue, ensure_outbox
+from backend.catalog.outbox import ERROR_MAX, ensure_outbox, pending_count
+from backend.catalog.statedb import open_wal, transaction
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS sub_retry (
@@ -77,49 +76,10 @@ CREATE TABLE IF NOT EXISTS sub_stored (
 """
 
 
-def manifest_digest(manifest: Mapping[int, Mapping[str, Any]], block_size: int) -> str:
-    """A short stable name for a block layout (sizes and identities of all parts)."""
-    canon = json.dumps(
-        [block_size, [[n, manifest[n]["size"], manifest[n]["identity"]] for n in sorted(manifest)]]
-    )
-    return hashlib.sha256(canon.encode()).hexdigest()[:32]
-
-
-def content_key(msg: Mapping[str, Any]) -> str:
-    """What content a file message announces: identity digest, block layout, or (for
-    identities that say nothing about the data) size and mtime."""
-    blocks = msg.get("blocks")
-    if blocks:
-        return "blocks:" + manifest_digest(blocks["manifest"], blocks["size"])
-    ident = msg.get("identity") or {}
-    if ident.get("method") in ("sha512", "md5"):
-        return f"{ident['method']}:{ident['value']}"
-    return f"weak:{ident.get('method', '-')}:{ident.get('value', '')}:{msg.get('size')}:" + str(
-        msg.get("mtime") or msg["pubTime"]
-    )
-
-
-def winnow_key(msg: Mapping[str, Any]) -> str:
-    """The duplicate-suppression key, after sr3's nodupe `deriveKey` (link target for
-    links, the operation for removals and directories, identity for data, else
-    mtime/pubTime and size); renames and hard links include their source."""
-    op = msg.get("fileOp") or {}
-    if "remove" in op:
-        return "remove"
-    prefix = ""
-    if "rename" in op:
-        prefix = "rename:" + op["rename"] + "|"
-    if "hlink" in op:
-        prefix += "hlink:" + op["hlink"] + "|"
-    if "link" in op:
-        return prefix + "link:" + op["link"]
-    if "directory" in op:
-        return prefix + "directory"
-    return prefix + content_key(msg)
-
-
 @dataclass
 class RetryRow:
+    """A message waiting for another attempt."""
+
     id: int
     rel_path: str
     exchange: str
@@ -130,6 +90,9 @@ class RetryRow:
 
 @dataclass
 class Inflight:
+    """A partial download: its temp file (archive path), and for parts the layout and
+    the parts verified so far."""
+
     rel_path: str
     key: str
     temp: str
@@ -140,6 +103,8 @@ class Inflight:
 
 @dataclass
 class Stored:
+    """What this subscription last stored at a relPath."""
+
     rel_path: str
     key: str
     size: int | None
@@ -153,18 +118,12 @@ def _manifest_in(text: str | None) -> dict[int, dict[str, Any]] | None:
     return {int(k): v for k, v in json.loads(text).items()}
 
 
-class SubscribeState:
+class SubscriptionState:
     """The state database; every method is thread-safe."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn = open_wal(self.path, "NORMAL")
         self.conn.executescript(STATE_DDL)
         ensure_outbox(self.conn)
         self.lock = threading.RLock()
@@ -176,17 +135,18 @@ class SubscribeState:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; nested calls (same thread) join the outer one."""
+        with self.lock, transaction(self.conn) as conn:
+            yield conn
+
+    @contextmanager
+    def _synchronous_full(self) -> Iterator[None]:
+        """Commits made inside survive a power cut too, not only a killed process."""
         with self.lock:
-            if self.conn.in_transaction:
-                yield self.conn
-                return
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("PRAGMA synchronous=FULL")
             try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+                yield
+            finally:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self.lock:
@@ -201,34 +161,17 @@ class SubscribeState:
         topic: str,
         msg: Mapping[str, Any],
         *,
+        pub_ns: int,
         attempts: int,
         delay: float,
         error: str,
         retry_id: int | None = None,
     ) -> int:
-        """Queue (or re-schedule, with `retry_id`) a message for another attempt."""
+        """Queue (or re-schedule, with `retry_id`) a message published at `pub_ns` for
+        another attempt in `delay` seconds."""
         next_ns = time.time_ns() + int(delay * 1e9)
-        with self.lock:
-            self.conn.execute("PRAGMA synchronous=FULL")
-            try:
-                return self._add_retry(
-                    rel_path, exchange, topic, msg, attempts, next_ns, error, retry_id
-                )
-            finally:
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-
-    def _add_retry(
-        self,
-        rel_path: str,
-        exchange: str,
-        topic: str,
-        msg: Mapping[str, Any],
-        attempts: int,
-        next_ns: int,
-        error: str,
-        retry_id: int | None,
-    ) -> int:
-        with self.tx() as c:
+        # the message is acknowledged to the broker right after: this row is its only copy
+        with self._synchronous_full(), self.tx() as c:
             body = json.dumps(msg, sort_keys=True)
             if retry_id is None:
                 # the same message again (redelivered after a crash before its ack)
@@ -241,7 +184,7 @@ class SubscribeState:
             if retry_id is not None:
                 c.execute(
                     "UPDATE sub_retry SET attempts=?, next_ns=?, last_error=? WHERE id=?",
-                    (attempts, next_ns, error[:500], retry_id),
+                    (attempts, next_ns, error[:ERROR_MAX], retry_id),
                 )
                 return retry_id
             cur = c.execute(
@@ -252,10 +195,10 @@ class SubscribeState:
                     exchange,
                     topic,
                     body,
-                    parse_time(msg["pubTime"]),
+                    pub_ns,
                     attempts,
                     next_ns,
-                    error[:500],
+                    error[:ERROR_MAX],
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -460,9 +403,6 @@ class SubscribeState:
 
     # -- reports ------------------------------------------------------------------------
 
-    def enqueue_report(self, exchange: str, topic: str, report: Mapping[str, Any]) -> None:
-        with self.lock:
-            enqueue(self.conn, exchange, topic, report)
-
     def reports_pending(self) -> int:
-        return int(self._all("SELECT count(*) FROM replication_outbox")[0][0])
+        with self.lock:
+            return pending_count(self.conn)

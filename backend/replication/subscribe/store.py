@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.admin.control import ControlError, DaemonNotRunning, call
-
-from .message import MessageError, safe_join
+from backend.replication.message import MessageError, safe_join
 
 INCOMING_PREFIX = ".reelfs-in."
 NAME_MAX = 255

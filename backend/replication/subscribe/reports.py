@@ -38,11 +38,11 @@ from typing import Any
 
 import amqp.exceptions
 
-from backend.catalog import events
+from backend.catalog import events, outbox
 from backend.catalog.db import CatalogError, open_catalog
-
-from .broker import BrokerUnavailable
-from .message import (
+from backend.catalog.subscriptions import SubscriptionState
+from backend.replication.broker import BrokerUnavailable
+from backend.replication.message import (
     MessageError,
     check_rel_path,
     make_report,
@@ -51,9 +51,9 @@ from .message import (
     topic_for,
     validate,
 )
-from .outbox import OUTBOX_TABLE, Publisher, _transaction
-from .subscribe_config import SubscribeConfig
-from .subscribe_state import SubscribeState
+from backend.replication.outbox import Publisher, enqueue
+
+from .config import SubscribeConfig
 
 log = logging.getLogger("reelfs.subscribe")
 
@@ -89,15 +89,10 @@ class ReportPublisher(Publisher):
 
     def drain_once(self) -> int:
         conn = self._connection()
-        first = conn.execute(f"SELECT exchange FROM {OUTBOX_TABLE} ORDER BY id LIMIT 1").fetchone()
-        if first is None:
+        exchange = outbox.oldest_exchange(conn)
+        if exchange is None:
             return 0
-        exchange = first[0]
-        rows = conn.execute(
-            f"SELECT id, topic, body, attempts FROM {OUTBOX_TABLE} WHERE exchange=? "
-            "ORDER BY id LIMIT ?",
-            (exchange, self.batch_size),
-        ).fetchall()
+        rows = outbox.oldest_for(conn, exchange, self.batch_size)
         items = [(exchange, topic, body.encode("utf-8")) for _, topic, body, _ in rows]
         declare = exchange not in self.undeclarable
         try:
@@ -132,9 +127,7 @@ class ReportPublisher(Publisher):
         return confirmed
 
     def _drop(self, exchange: str, why: str) -> None:
-        conn = self._connection()
-        with _transaction(conn):
-            n = conn.execute(f"DELETE FROM {OUTBOX_TABLE} WHERE exchange=?", (exchange,)).rowcount
+        n = outbox.delete_exchange(self._connection(), exchange)
         self.dropped += n
         self.logger.warning(
             "reports: %d report(s) to exchange %s dropped: the broker refuses them (%s)",
@@ -147,7 +140,7 @@ class ReportPublisher(Publisher):
 class Reporter:
     """Builds reports and queues them for the publisher thread; logs archive events."""
 
-    def __init__(self, cfg: SubscribeConfig, state: SubscribeState, publisher: Publisher | None):
+    def __init__(self, cfg: SubscribeConfig, state: SubscriptionState, publisher: Publisher | None):
         self.cfg = cfg
         self.state = state
         self.publisher = publisher
@@ -175,7 +168,8 @@ class Reporter:
         rep["report"]["cluster"] = self.cfg.cluster
         topic = topic_for(rep["relPath"], self.cfg.report_topic_prefix)
         for exchange in self.cfg.report_exchanges_for(str(source)):
-            self.state.enqueue_report(exchange, topic, rep)
+            with self.state.tx() as conn:
+                enqueue(conn, exchange, topic, rep)
         self.sent += 1
         if self.publisher is not None:
             self.publisher.wake()

@@ -1,0 +1,50 @@
+"""The change journal table `changes`: one row per change on the mount, for the poster.
+
+A row is written inside the transaction of the change it records (nothing is committed
+unannounced), read in id order by the poster, and deleted in the transaction that puts
+its messages in the outbox. The table is made by migration v2.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from backend.catalog.db import Catalog
+
+
+def record(
+    cat: Catalog,
+    kind: str,
+    *,
+    inode: int | None,
+    path: str,
+    old_path: str | None,
+    target: str | None,
+    origin: str | None,
+) -> None:
+    """Journal one change, joining the caller's transaction (`origin`: JSON or None)."""
+    with cat.tx():
+        cat.execute(
+            "INSERT INTO changes(kind, inode, path, old_path, target, origin, time_ns) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (kind, inode, path, old_path, target, origin, time.time_ns()),
+        )
+
+
+def oldest(cat: Catalog, limit: int) -> list[sqlite3.Row]:
+    """Up to `limit` of the oldest changes: id, kind, inode, path, old_path, target, origin."""
+    return cat.all(
+        "SELECT id, kind, inode, path, old_path, target, origin FROM changes ORDER BY id LIMIT ?",
+        (limit,),
+    )
+
+
+def delete(cat: Catalog, change_id: int) -> None:
+    """Forget a change once announced (inside the caller's transaction)."""
+    cat.execute("DELETE FROM changes WHERE id=?", (change_id,))
+
+
+def names_of(cat: Catalog, inode: int) -> list[sqlite3.Row]:
+    """(parent, name) of every directory entry of `inode`: the other names of a hard link."""
+    return cat.all("SELECT parent, name FROM entries WHERE inode=?", (inode,))
