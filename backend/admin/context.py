@@ -30,6 +30,8 @@ from drivers import open_library
 from drivers.tape import Library, MediaChanger, TapeDrive
 
 T = TypeVar("T")
+#: what runs with a volume in a drive: `action(drive, cat)`
+VolumeAction = Callable[[TapeDrive, Catalog], T]
 
 
 class AdminContext(Protocol):
@@ -54,12 +56,7 @@ class AdminContext(Protocol):
         ...
 
     def with_volume(
-        self,
-        label: str,
-        action: Callable[[TapeDrive, Catalog], T],
-        *,
-        what: str,
-        check_label: bool = False,
+        self, label: str, action: VolumeAction[T], *, what: str, check_label: bool = False
     ) -> T:
         """Run `action(drive, cat)` with `label` loaded in a drive and return its result;
         `cat` is a connection of the thread the action runs in."""
@@ -145,12 +142,7 @@ class LocalContext:
         yield self.library.changer
 
     def with_volume(
-        self,
-        label: str,
-        action: Callable[[TapeDrive, Catalog], T],
-        *,
-        what: str,
-        check_label: bool = False,
+        self, label: str, action: VolumeAction[T], *, what: str, check_label: bool = False
     ) -> T:
         with volume_in_drive(self.library, label, self.cat) as drive:
             return action(drive, self.cat)

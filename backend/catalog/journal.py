@@ -43,8 +43,3 @@ def oldest(cat: Catalog, limit: int) -> list[sqlite3.Row]:
 def delete(cat: Catalog, change_id: int) -> None:
     """Forget a change once announced (inside the caller's transaction)."""
     cat.execute("DELETE FROM changes WHERE id=?", (change_id,))
-
-
-def names_of(cat: Catalog, inode: int) -> list[sqlite3.Row]:
-    """(parent, name) of every directory entry of `inode`: the other names of a hard link."""
-    return cat.all("SELECT parent, name FROM entries WHERE inode=?", (inode,))

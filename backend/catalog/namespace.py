@@ -113,6 +113,13 @@ class Namespace:
     def parent_of(self, inode: int) -> int | None:
         return self.cat.value("SELECT parent FROM entries WHERE inode=? LIMIT 1", (inode,))
 
+    def entries_of(self, inode: int) -> list[tuple[int, bytes]]:
+        """(parent, name) of every directory entry of `inode`: all names of a hard link."""
+        return [
+            (r[0], bytes(r[1]))
+            for r in self.cat.all("SELECT parent, name FROM entries WHERE inode=?", (inode,))
+        ]
+
     def path_of(self, inode: int) -> str | None:
         """One path of `inode` from the archive root ('/' for the root), None if unlinked."""
         parts: list[bytes] = []

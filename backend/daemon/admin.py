@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol, TypeVar
 
+from backend.admin.context import VolumeAction
 from backend.cache.store import Cache
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.volumes import VolumeClerk
@@ -86,12 +87,7 @@ class DaemonContext:
             yield self.daemon.library.changer
 
     def with_volume(
-        self,
-        label: str,
-        action: Callable[[TapeDrive, Catalog], T],
-        *,
-        what: str,
-        check_label: bool = False,
+        self, label: str, action: VolumeAction[T], *, what: str, check_label: bool = False
     ) -> T:
         if VolumeClerk(self.cat).get(label) is None:
             raise ArchiveError(f"volume {label!r} is not in the catalog (see reelfs volumes)")
@@ -118,11 +114,11 @@ class DaemonContext:
 
     def mover_running(self, drive: str) -> bool:
         mover = self.daemon.mover(drive)
-        return mover.is_alive() and not mover.down
+        return mover.is_alive() and not mover.ctx.down
 
     def stop_mover(self, drive: str) -> None:
         mover = self.daemon.mover(drive)
-        mover.down = True
+        mover.ctx.down = True
         self.daemon.lm.set_down(drive)
         mover.join(DRIVE_STOP_TIMEOUT)
 
@@ -131,7 +127,7 @@ class DaemonContext:
         mover.join(DRIVE_STOP_TIMEOUT)
         with self.daemon.lm.cond:
             self.daemon.lm.movers[drive].down = False
-        self.daemon.start_mover(drive, mover.address, mover.drive)
+        self.daemon.start_mover(drive, mover.ctx.address, mover.ctx.drive)
 
     def progress(self, text: str) -> None:
         log.info("%s", text)

@@ -39,7 +39,7 @@ from backend.errors import ArchiveError
 from backend.library.manager import LibraryManager
 from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
-from backend.mover.session import Mover, MoverHooks
+from backend.mover.session import Mover, MoverContext, MoverHooks
 from drivers import open_library
 from drivers.tape import ElementType, Library, TapeDrive
 
@@ -176,22 +176,24 @@ class ArchiveDaemon:
             fault=self.take_fault,
         )
         m = Mover(
-            name=name,
-            address=address,
-            drive=drive,
-            changer=self.library.changer,
-            changer_lock=self.changer_lock,
-            lm=self.lm,
-            config=self.config,
-            cache=self.cache,
-            hooks=hooks,
+            MoverContext(
+                name=name,
+                address=address,
+                drive=drive,
+                changer=self.library.changer,
+                changer_lock=self.changer_lock,
+                lm=self.lm,
+                config=self.config,
+                cache=self.cache,
+                hooks=hooks,
+            )
         )
-        self.movers = [x for x in self.movers if x.drive_name != name] + [m]
+        self.movers = [x for x in self.movers if x.ctx.name != name] + [m]
         m.start()
         return m
 
     def mover(self, name: str) -> Mover:
-        mover = next((m for m in self.movers if m.drive_name == name), None)
+        mover = next((m for m in self.movers if m.ctx.name == name), None)
         if mover is None:
             raise ArchiveError(f"no drive named {name!r} (see reelfs drives)")
         return mover
@@ -199,18 +201,17 @@ class ArchiveDaemon:
     def dismount_volume(self, label: str, timeout: float) -> None:
         """Have the mover holding `label` put it home (it is taken out of service already);
         blocking, for a command's worker thread."""
-        mover = next((m for m in self.movers if m.mounted == label), None)
-        if mover is None:
+        ctx = next((m.ctx for m in self.movers if m.ctx.mounted == label), None)
+        if ctx is None:
             return
-        mover.dismount_requested = True
+        ctx.dismount_requested = True
         self.lm.wake()
         deadline = time.monotonic() + timeout
-        while mover.mounted == label and time.monotonic() < deadline:
+        while ctx.mounted == label and time.monotonic() < deadline:
             time.sleep(DISMOUNT_POLL)
-        if mover.mounted == label:
+        if ctx.mounted == label:
             raise ArchiveError(
-                f"volume {label} is still in use by {mover.drive_name}; "
-                "try again when its transfer is done"
+                f"volume {label} is still in use by {ctx.name}; try again when its transfer is done"
             )
 
     def close(self, *, timeout: float = 120.0) -> None:
@@ -223,7 +224,7 @@ class ArchiveDaemon:
         for m in self.movers:
             m.join(max(0.1, deadline - time.monotonic()))
             if m.is_alive():
-                log.error("mover %s did not stop within %ss", m.drive_name, timeout)
+                log.error("mover %s did not stop within %ss", m.ctx.name, timeout)
         if self.library is not None:
             try:
                 self.library.close()
@@ -427,10 +428,10 @@ class ArchiveDaemon:
             "open_files": len(self.staging.open_inodes),
             "movers": [
                 {
-                    "drive": m.drive_name,
-                    "session": m.session,
-                    "volume": m.mounted,
-                    "down": m.down,
+                    "drive": m.ctx.name,
+                    "session": m.ctx.session,
+                    "volume": m.ctx.mounted,
+                    "down": m.ctx.down,
                     "alive": m.is_alive(),
                 }
                 for m in self.movers

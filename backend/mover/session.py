@@ -20,14 +20,11 @@ import logging
 import threading
 import time
 
-from backend.cache.store import Cache
 from backend.catalog import events
 from backend.catalog.db import open_catalog
 from backend.catalog.drives import DriveTable
 from backend.catalog.queue import RECALL
-from backend.config import Config
 from backend.library import cleaning as cleaning_policy
-from backend.library.manager import LibraryManager
 from backend.library.work import JOB, Work
 from backend.mover import cleaning, errors, jobs, mounting
 from backend.mover.context import RETRY_DELAY, MoverContext, MoverHooks, VolumeUnavailable
@@ -35,81 +32,24 @@ from backend.mover.mounting import LabelMismatch
 from backend.mover.recall import recall_batch
 from backend.mover.states import Session
 from backend.mover.write import write_batch
-from drivers.tape import ErrorClass, MediaChanger, TapeDrive, TapeError
+from drivers.tape import ErrorClass, TapeError
 
 log = logging.getLogger("reelfs.mover")
 
 MAX_FAILURES = 3  # unexpected errors in a row before the mover takes its drive down
 
-__all__ = ["MAX_FAILURES", "Mover", "MoverHooks"]
+__all__ = ["MAX_FAILURES", "Mover", "MoverContext", "MoverHooks"]
 
 
 class Mover(threading.Thread):
-    """The thread of one drive; its shared state is `ctx` (backend.mover.context)."""
+    """The thread of one drive; its shared state is `ctx` (backend.mover.context), which
+    the daemon also reads for `status` and sets to steer it (`down`,
+    `dismount_requested`)."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        address: int,
-        drive: TapeDrive,
-        changer: MediaChanger,
-        changer_lock: threading.Lock,
-        lm: LibraryManager,
-        config: Config,
-        cache: Cache,
-        hooks: MoverHooks,
-    ) -> None:
-        super().__init__(name=f"mover-{name}", daemon=True)
-        self.ctx = MoverContext(
-            name=name,
-            address=address,
-            drive=drive,
-            changer=changer,
-            changer_lock=changer_lock,
-            lm=lm,
-            config=config,
-            cache=cache,
-            hooks=hooks,
-        )
-        lm.register(name)
-
-    # what the daemon reads and steers
-    @property
-    def drive_name(self) -> str:
-        return self.ctx.name
-
-    @property
-    def address(self) -> int:
-        return self.ctx.address
-
-    @property
-    def drive(self) -> TapeDrive:
-        return self.ctx.drive
-
-    @property
-    def session(self) -> str:
-        return self.ctx.session
-
-    @property
-    def mounted(self) -> str | None:
-        return self.ctx.mounted
-
-    @property
-    def down(self) -> bool:
-        return self.ctx.down
-
-    @down.setter
-    def down(self, value: bool) -> None:
-        self.ctx.down = value
-
-    @property
-    def dismount_requested(self) -> bool:
-        return self.ctx.dismount_requested
-
-    @dismount_requested.setter
-    def dismount_requested(self, value: bool) -> None:
-        self.ctx.dismount_requested = value
+    def __init__(self, ctx: MoverContext) -> None:
+        super().__init__(name=f"mover-{ctx.name}", daemon=True)
+        self.ctx = ctx
+        ctx.lm.register(ctx.name)
 
     # -- the thread ------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from backend.cache.checksum import Checksummer, Sums
 from backend.catalog import events
@@ -243,15 +244,14 @@ def _write_members(
     drive = ctx.drive
     fileno = fmt.next_fileno
     volser = volser_for(fmt.label)
-    file_id = file_identifier(ctx.config.archive_id, fileno)
+    labels: dict[str, Any] = {
+        "volser": volser,
+        "file_id": file_identifier(ctx.config.archive_id, fileno),
+        "file_sequence": fileno + 1,
+        "block_size": ctx.block_size,
+    }
     if layout == ANSI:
-        write_header(
-            drive,
-            volser=volser,
-            file_id=file_id,
-            file_sequence=fileno + 1,
-            block_size=ctx.block_size,
-        )
+        write_header(drive, **labels)
     writer = TapeFileWriter(drive, ctx.block_size)
     written: list[_Member] = []
     for m in members:
@@ -283,15 +283,7 @@ def _write_members(
         # the trailer's synchronous filemark makes the data filemark durable too
         records = writer.finish(filemark=False)
         drive.write_filemarks(1, immediate=True)
-        write_trailer(
-            drive,
-            volser=volser,
-            file_id=file_id,
-            file_sequence=fileno + 1,
-            block_size=ctx.block_size,
-            block_count=records,
-            sync=True,
-        )
+        write_trailer(drive, **labels, block_count=records, sync=True)
     else:
         records = writer.finish()
     return written, records, writer.early_warning

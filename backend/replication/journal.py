@@ -97,9 +97,7 @@ class ChangeJournal:
 
     def link(self, inode: int, new_parent: int, new_name: bytes) -> None:
         path = join(self.ns.path_of(new_parent), new_name)
-        others = [
-            join(self.ns.path_of(r[0]), bytes(r[1])) for r in journal.names_of(self.cat, inode)
-        ]
+        others = [join(self.ns.path_of(r[0]), bytes(r[1])) for r in self.ns.entries_of(inode)]
         target = next((p for p in others if p and p != path), None)
         self._record(LINK, inode=inode, path=path, target=target)
 

@@ -4,12 +4,13 @@ and finding the archive (and a catalog connection) a command is about."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 
 from backend import config as cfgmod
+from backend.catalog.db import Catalog
 from mountfs import locate
 
 EXIT_FAIL = 1
@@ -24,11 +25,18 @@ class UsageError(Exception):
     """The command line asks for something that cannot be (exit code 2)."""
 
 
-def open_archive(a: argparse.Namespace, paths: Sequence[str] = ()) -> tuple[cfgmod.Config, Any]:
-    """The configuration and a catalog connection of the archive a command is about."""
-    archive = locate.find_archive(a.archive, list(paths))
-    config = locate.load_config(archive)
-    return config, locate.catalog(config)
+@contextlib.contextmanager
+def archive_catalog(
+    a: argparse.Namespace, paths: Sequence[str] = ()
+) -> Iterator[tuple[cfgmod.Config, Catalog]]:
+    """The configuration and a catalog connection of the archive a command is about, for
+    the duration of a block."""
+    config = locate.load_config(locate.find_archive(a.archive, list(paths)))
+    cat = locate.catalog(config)
+    try:
+        yield config, cat
+    finally:
+        cat.close()
 
 
 def config_of(a: argparse.Namespace) -> cfgmod.Config:

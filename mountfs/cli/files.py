@@ -19,12 +19,11 @@ from backend.admin import registry
 from backend.catalog.files import FileClerk
 from backend.config import Config
 from mountfs import locate, views
-from mountfs.cli.console import EXIT_FAIL, err, open_archive, out
+from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 
 
 def _run(a: argparse.Namespace, op: str) -> int:
-    config, cat = open_archive(a, a.paths)
-    try:
+    with archive_catalog(a, a.paths) as (config, cat):
         inodes = [t.inode for t in locate.inodes_for(config, cat, a.paths)]
         answer = registry.run(config, op, inodes=inodes)
         queued = answer.pop("queued", None)
@@ -36,8 +35,6 @@ def _run(a: argparse.Namespace, op: str) -> int:
         if wait:
             return _wait(a, config, cat, op, inodes, queued)
         return EXIT_FAIL if answer.get("errors") else 0
-    finally:
-        cat.close()
 
 
 def _wait(
@@ -88,12 +85,9 @@ def _wait(
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    config, cat = open_archive(a, a.paths)
-    try:
+    with archive_catalog(a, a.paths) as (config, cat):
         targets = locate.inodes_for(config, cat, a.paths)
         infos = [views.file_info(cat, config, t.inode, t.path) for t in targets]
-    finally:
-        cat.close()
     if a.json:
         print(json.dumps(infos if len(infos) != 1 else infos[0], default=str))
     else:

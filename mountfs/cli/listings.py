@@ -11,19 +11,16 @@ from typing import Any
 from backend.admin.control import ControlError, DaemonNotRunning, call
 from backend.catalog.integrity import integrity_check
 from mountfs import views
-from mountfs.cli.console import EXIT_FAIL, err, open_archive, out
+from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    config, cat = open_archive(a)
-    try:
+    with archive_catalog(a) as (config, cat):
         try:
             daemon = call(config.socket_path, "status", timeout=10)
         except (DaemonNotRunning, ControlError):
             daemon = None
         st = views.status(cat, config, daemon)
-    finally:
-        cat.close()
     if a.json:
         print(json.dumps(st, default=str))
     else:
@@ -34,11 +31,8 @@ def cmd_status(a: argparse.Namespace) -> int:
 def _listing(
     a: argparse.Namespace, fetch: Callable[[Any], list[dict]], title: str, columns: list[str]
 ) -> int:
-    _config, cat = open_archive(a)
-    try:
+    with archive_catalog(a) as (_config, cat):
         rows = fetch(cat)
-    finally:
-        cat.close()
     if a.json:
         print(json.dumps(rows, default=str))
     else:
@@ -65,11 +59,8 @@ def cmd_events(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    _config, cat = open_archive(a)
-    try:
+    with archive_catalog(a) as (_config, cat):
         problems = integrity_check(cat)
-    finally:
-        cat.close()
     if a.json:
         print(json.dumps({"ok": not problems, "problems": problems}))
     elif problems:
