@@ -63,9 +63,15 @@ OPERATIONS: dict[str, Operation] = {
 
 
 def run(
-    config: Config, name: str, *, progress: Callable[[str], None] | None = None, **args: Any
+    config: Config,
+    name: str,
+    /,
+    *,
+    progress: Callable[[str], None] | None = None,
+    **args: Any,
 ) -> dict[str, Any]:
-    """Run operator command `name` on the archive of `config`, in its daemon if one runs."""
+    """Run operator command `name` on the archive of `config`, in its daemon if one runs
+    (`args` are the command's own, `name` among them for `drive`)."""
     op = OPERATIONS[name]
     refusal = op.refusal.format(archive=config.archive)
     if op.where == LOCAL:

@@ -15,6 +15,8 @@ from backend.catalog import meta
 from backend.catalog.db import open_catalog
 from backend.errors import ArchiveError
 from backend.library.reconcile import reconcile_library
+from drivers.scsi.identity import is_lto
+from drivers.scsi.library import open_drive
 
 
 @dataclass
@@ -45,9 +47,6 @@ def probe_block_size(drive_urls: list[str]) -> tuple[int, str]:
 
     An unreachable drive is no reason to refuse creating the archive (the library may be
     switched on later): the default is kept and the note says so."""
-    from drivers.scsi.identity import is_lto
-    from drivers.scsi.library import open_drive
-
     products = []
     for url in drive_urls:
         try:

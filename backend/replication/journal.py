@@ -15,7 +15,7 @@ from typing import Any
 
 from backend.catalog import journal
 from backend.catalog.db import Catalog
-from backend.catalog.namespace import Namespace
+from backend.catalog.namespace import RENAME_EXCHANGE, Namespace
 
 #: names of files a subscriber is still writing: never announced
 INCOMING_PREFIX = ".reelfs-in."
@@ -102,8 +102,6 @@ class ChangeJournal:
         self._record(LINK, inode=inode, path=path, target=target)
 
     def rename(self, old_path: str | None, new_parent: int, new_name: bytes, flags: int) -> None:
-        from backend.catalog.namespace import RENAME_EXCHANGE
-
         new_path = join(self.ns.path_of(new_parent), new_name)
         if new_path is None:
             return

@@ -17,6 +17,7 @@ import stat
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from backend.cache.store import Cache
 from backend.catalog import events, journal
@@ -183,8 +184,6 @@ class _Builder:
 
     def abs(self, path: str) -> str:
         """sr3's fileOp path convention: the base URL's path joined with the relPath."""
-        from urllib.parse import urlsplit
-
         base = urlsplit(self.base_url).path.rstrip("/")
         return f"{base}/{path.lstrip('/')}"
 

@@ -16,15 +16,17 @@ from backend import config as cfgmod
 from backend.admin.control import call, is_running
 from backend.admin.files import pending_writes
 from backend.catalog.drives import DriveTable
-from backend.daemon.create import InitOptions, init_archive
 from backend.errors import ArchiveError
-from backend.replication.post_config import load_post, load_serve
 from mountfs import locate, views
 from mountfs.cli.console import UsageError, err, out
-from mountfs.mount import daemonize_and_serve, serve, setup_logging
+
+# The daemon, the drivers and replication are imported by the commands that need them:
+# every other reelfs command would pay for them at start.
 
 
 def cmd_init(a: argparse.Namespace) -> int:
+    from backend.daemon.create import InitOptions, init_archive
+
     opts = InitOptions(
         drives=a.drives,
         volumes=a.volumes,
@@ -70,6 +72,9 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def cmd_mount(a: argparse.Namespace) -> int:
+    from backend.replication.post_config import load_post, load_serve
+    from mountfs.mount import daemonize_and_serve, serve, setup_logging
+
     overrides = list(a.option or [])
     if a.allow_other:
         overrides.append("mount.allow_other=true")

@@ -15,13 +15,15 @@ from pathlib import Path
 from backend import config as cfgmod
 from backend.config import parse_duration
 from backend.errors import ArchiveError
-from backend.replication.archive_source import ArchiveSource
-from backend.replication.credentials import Credentials, CredentialsError
-from backend.replication.http_service import serve
 from mountfs.cli.console import UsageError, out
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
+    # imported here: every other reelfs command would pay for the HTTP service at start
+    from backend.replication.archive_source import ArchiveSource
+    from backend.replication.credentials import Credentials, CredentialsError
+    from backend.replication.http_service import serve
+
     config = cfgmod.load(Path(a.archive))
     host, sep, port = a.listen.rpartition(":")
     if not sep or not port.isdigit():

@@ -14,6 +14,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+# replication is imported by its commands only: every other reelfs command would pay for it
+
 
 def cmd_subscribe(a: argparse.Namespace) -> int:
     from backend.replication.running import RunError
