@@ -16,6 +16,8 @@ from __future__ import annotations
 from backend.catalog.db import Catalog
 
 MAX_COPIES = 4
+#: the most volumes of one family (or pool) written at once
+MAX_WIDTH = 64
 SEPARATOR = "#"
 
 

@@ -215,6 +215,12 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
         "mount", str(archive), str(tmp_path / "mnt"), "-o", "recall.on_open=maybe", check=False
     )
     assert p.returncode == 2 and "on_open" in p.stderr.decode()
+    elsewhere = tmp_path / "unmounted-disk" / "cache"
+    p = reelfs(
+        "mount", str(archive), str(tmp_path / "mnt"), "-o", f'cache.path="{elsewhere}"', check=False
+    )
+    assert p.returncode == 2 and f"[cache] path: {elsewhere} does not exist" in p.stderr.decode()
+    assert not elsewhere.exists()  # not made on whatever disk is there instead
     assert not os.path.ismount(tmp_path / "mnt")
 
 
