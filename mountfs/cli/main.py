@@ -69,11 +69,7 @@ def cmd_init(a: argparse.Namespace) -> int:
         block_size=cfgmod.parse_size(a.block_size, "--block-size") if a.block_size else None,
         label_prefix=a.label_prefix,
     )
-    for text in a.option or []:
-        parts, value = cfgmod.parse_override(text)
-        if len(parts) != 2:
-            raise UsageError(f"-o {text}: expected SECTION.KEY=VALUE")
-        opts.extra.setdefault(parts[0], {})[parts[1]] = value
+    opts.extra = cfgmod.apply_overrides({}, a.option or [])  # the keys `mount -o` takes
     config = init_archive(Path(a.archive), opts)
     if a.json:
         print(
