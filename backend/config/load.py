@@ -115,3 +115,15 @@ def build(archive: Path, raw: dict[str, Any]) -> Config:
     except ValidationError as e:
         raise ConfigError(explain(e, ConfigFile, FILE)) from None
     return file.config(archive, merged)
+
+
+def check_archive_id(config: Config, recorded: str | None) -> None:
+    """Refuse a reelfs.toml whose [archive] id is not the catalog's: the id begins every
+    file id (bfid), so new files would get ids of another archive, and the tapes say
+    which archive they belong to."""
+    if recorded and recorded != config.archive_id:
+        raise ConfigError(
+            f"{config.archive / CONFIG_NAME}: [archive] id is {config.archive_id!r}, but the "
+            f"catalog belongs to archive {recorded!r}; the id cannot change: "
+            f'set id = "{recorded}" again'
+        )

@@ -32,7 +32,7 @@ from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import VolumeClerk
-from backend.config import Config, parse_size
+from backend.config import Config, check_archive_id, parse_size
 from backend.daemon.recovery import RecoveryReport, recover
 from backend.errors import ArchiveError
 from backend.library import cleaning
@@ -138,6 +138,7 @@ class ArchiveDaemon:
         self.lock_fd = lock_archive(cfg)
         try:
             self.cat = open_catalog(cfg.catalog_path)
+            check_archive_id(cfg, meta.archive_id(self.cat))  # before anything is written
             self.worker_cat = open_catalog(cfg.catalog_path, any_thread=True)
             self.cache = Cache(
                 cfg.cache.path,

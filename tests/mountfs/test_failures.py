@@ -245,6 +245,28 @@ def test_init_takes_the_keys_mount_takes(tmp_path: Path) -> None:
     assert p.returncode == 2 and "expected SECTION.KEY=VALUE" in p.stderr.decode()
 
 
+def test_a_changed_archive_id_is_refused_at_mount(tmp_path: Path) -> None:
+    archive = init_archive(tmp_path / "a")
+    cfg = archive / "reelfs.toml"
+    good = cfg.read_text()
+    archive_id = tomllib.loads(good)["archive"]["id"]
+    other = "ABCDEF01" if archive_id != "ABCDEF01" else "12345678"
+    cfg.write_text(good.replace(f'id = "{archive_id}"', f'id = "{other}"'))
+    (tmp_path / "mnt").mkdir()
+    p = reelfs("mount", str(archive), str(tmp_path / "mnt"), check=False)
+    assert p.returncode == 1 and p.stderr.decode().count("\n") == 1
+    message = p.stderr.decode()
+    assert f"[archive] id is '{other}'" in message and f"archive '{archive_id}'" in message
+    assert not os.path.ismount(tmp_path / "mnt")
+    cfg.write_text(good)  # the refusal left the archive as it was: it mounts with its own id
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        (m.mnt / "f").write_bytes(b"data")
+        assert m.xattr(m.mnt / "f", "bfid").startswith(archive_id)
+    finally:
+        m.stop()
+
+
 def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, mounted: Mount) -> None:
     p = reelfs("status", "--archive", str(tmp_path / "nowhere"), check=False)
     assert p.returncode == 1 and p.stderr.decode().count("\n") == 1
