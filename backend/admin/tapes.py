@@ -25,7 +25,6 @@ import trio
 
 from backend.catalog.db import open_catalog
 from backend.catalog.volumes import VolumeClerk
-from backend.config import parse_size
 from backend.errors import ArchiveError
 from backend.library.manager import TapeJob
 from backend.tape import foreign
@@ -156,5 +155,5 @@ async def _import_volume(daemon: ArchiveDaemon, req: dict[str, Any]) -> dict[str
 
 def default_capacity(config: Any, cat: Any) -> int:
     """The capacity the catalog gives a cartridge it learns of."""
-    configured = parse_size(config.raw["library"].get("default_capacity", 0) or 0)
+    configured = config.library.default_capacity
     return configured or int(cat.value("SELECT COALESCE(MAX(capacity),0) FROM volumes") or 0)

@@ -32,7 +32,7 @@ from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, FileClerk
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import VolumeClerk
-from backend.config import Config, check_archive_id, parse_size
+from backend.config import Config, check_archive_id
 from backend.daemon.recovery import RecoveryReport, recover
 from backend.errors import ArchiveError
 from backend.library import cleaning
@@ -158,7 +158,7 @@ class ArchiveDaemon:
                 self.cat,
                 self.library.changer,
                 media_type=cfg.library.type,
-                default_capacity=parse_size(cfg.raw["library"].get("default_capacity", 0))
+                default_capacity=cfg.library.default_capacity
                 or VolumeClerk(self.cat).largest_capacity(),
             )
             max_size = cfg.mount.max_file_size or VolumeClerk(self.cat).largest_capacity()
@@ -584,7 +584,7 @@ class ArchiveDaemon:
                 locked(
                     library_ops.import_cartridges,
                     media_type=cfg.library.type,
-                    default_capacity=parse_size(cfg.raw["library"].get("default_capacity", 0))
+                    default_capacity=cfg.library.default_capacity
                     or VolumeClerk(self.cat).largest_capacity(),
                 )
             )

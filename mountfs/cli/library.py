@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.admin.control import DaemonNotRunning, call
-from backend.config import parse_size
 from backend.daemon.archive import lock_archive
 from backend.library import cleaning
 from backend.library import operations as library_ops
@@ -42,7 +41,7 @@ def _offline(config: Any, cat: Any, a: argparse.Namespace) -> dict[str, Any]:
                     cat,
                     lib.changer,
                     media_type=config.library.type,
-                    default_capacity=parse_size(config.raw["library"].get("default_capacity", 0))
+                    default_capacity=config.library.default_capacity
                     or int(cat.value("SELECT COALESCE(MAX(capacity),0) FROM volumes") or 0),
                 )
             previous = library_ops.mark_exporting(cat, a.target)
