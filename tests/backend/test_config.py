@@ -230,3 +230,47 @@ def test_dump_round_trips_dotted_names_and_newlines(tmp_path: Path) -> None:
     cfg = c.load(tmp_path)
     assert cfg.name == raw["archive"]["name"] and cfg.families == {"a.b": 3, "raw": 1}
     assert cfg.family_copies == {"raw": 2} and cfg.library.spec["drives"] == ["d\n1", "d2"]
+
+
+POST = {"broker": "amqp://alice@127.0.0.1:5672/", "base_url": "http://127.0.0.1:8080/"}
+
+
+@pytest.mark.parametrize(
+    "section, table, message",
+    [
+        ("post", {**POST, "blocksize": []}, "[post] blocksize: expected a size like '2GiB'"),
+        ("post", {**POST, "base": "x"}, "unknown key 'base' in [post] (known: base_url, "),
+        ("post", {**POST, "identity": "crc"}, "[post] identity: expected 'sha512', 'md5', "),
+        ("post", {"broker": POST["broker"]}, "[post] base_url: required (a URL)"),
+        ("post", {**POST, "base_url": "gopher://h/"}, "[post] base_url: expected an http(s)://"),
+        ("post", {**POST, "broker": "amqp://a:pw@h/"}, "[post] broker: no password here"),
+        ("post", {**POST, "exchange": "x y"}, "[post] exchange: bad exchange name 'x y'"),
+        ("post", {**POST, "identity": "arbitrary"}, '[post] identity = "arbitrary" needs '),
+        ("post", "amqp://h/", "[post] must be a table"),
+        ("serve", {"listen": "h:1", "auth": "yes"}, "[serve] auth: expected true or false"),
+        ("serve", {"listen": "h:1", "user": "x"}, "unknown key 'user' in [serve] (known: auth, "),
+        ("serve", {"listen": "h"}, "[serve] listen: expected HOST:PORT, got 'h'"),
+        ("serve", {}, "[serve] listen: required (HOST:PORT)"),
+    ],
+)
+def test_post_and_serve_messages(section: str, table: object, message: str) -> None:
+    from backend.config.post import load_post, load_serve
+
+    loader = load_post if section == "post" else load_serve
+    with pytest.raises(c.ConfigError) as e:
+        loader({section: table})
+    assert str(e.value).startswith("reelfs.toml: ") and message in str(e.value)
+
+
+def test_post_defaults_follow_the_broker_user() -> None:
+    from backend.config.post import load_post, load_serve
+
+    post = load_post({"post": POST})
+    assert post is not None and (post.exchange, post.source) == ("xs_alice", "alice")
+    assert post.identity == "sha512" and post.blocksize == 0 and post.base_path == ""
+    anonymous = load_post({"post": {**POST, "broker": "amqp://h/", "blocksize": "1MiB"}})
+    assert anonymous is not None and anonymous.exchange == "xpublic"
+    assert anonymous.blocksize == 2**20
+    serve = load_serve({"serve": {"listen": "127.0.0.1:8080"}})
+    assert serve is not None and serve.recall_wait == 20 and serve.url_prefix == "/"
+    assert load_post({}) is None and load_serve({}) is None
