@@ -122,10 +122,14 @@ def _text(err: Any) -> str:
         return f"expected {err['ctx']['expected']}, got {err['input']!r}"
     if kind == "bool_type":
         return f"expected true or false, got {err['input']!r}"
-    # pydantic's "Input should be a valid integer" -> "expected an integer"
-    msg = re.sub(r"^Input should be (an? )?(valid )?", "", str(err["msg"]).split(",")[0])
-    article = "an " if msg[:1] in "aeiou" else "a "
-    return f"expected {article}{msg}, got {err['input']!r}"
+    msg = str(err["msg"]).split(",")[0]  # the rest is pydantic's detail
+    m = re.fullmatch(r"Input should be (?:(an?) )?(?:valid )?(.*)", msg)
+    if not m:
+        return f"{msg[:1].lower()}{msg[1:]}, got {err['input']!r}"
+    what = m.group(2)
+    if m.group(1):  # "a valid integer" -> "an integer"
+        what = ("an " if what[:1] in "aeiou" else "a ") + what
+    return f"expected {what}, got {err['input']!r}"
 
 
 def _known(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
