@@ -7,18 +7,22 @@ belongs to one pool, so two copies of one file never share a volume, and everyth
 library manager does per family (due lists, width, volume choice, drawing blanks) works
 per pool unchanged: a pool is what `requests.family` and `volumes.family` hold.
 
-``#`` cannot appear in a family name (backend.config.FAMILY_RE), so a pool never clashes
+``#`` cannot appear in a family name (`FAMILY_RE`), so a pool never clashes
 with a family of its own.
 """
 
 from __future__ import annotations
 
+import re
+
 from backend.catalog.db import Catalog
 
 MAX_COPIES = 4
-#: the most volumes of one family (or pool) written at once
+#: the most volumes of one family written at once (`width`)
 MAX_WIDTH = 64
 SEPARATOR = "#"
+
+FAMILY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def pool_name(family: str, copy: int) -> str:

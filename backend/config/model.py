@@ -23,13 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from backend.catalog.families import MAX_COPIES, MAX_WIDTH
+from backend.catalog.families import FAMILY_RE, MAX_COPIES, MAX_WIDTH
 
 from .errors import ConfigError
 from .units import Duration, Size
 from .values import Bool, Fraction, Model, PositiveInt, integer
 
-FAMILY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: the cache directory `reelfs init` makes in the archive; any other must exist already
 DEFAULT_CACHE_DIR = "cache"
 
