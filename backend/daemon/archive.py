@@ -30,7 +30,7 @@ from backend.catalog.drives import DriveTable
 from backend.catalog.files import ARCHIVED, DIRTY, FileClerk
 from backend.catalog.queue import RECALL, RequestQueue
 from backend.catalog.volumes import VolumeClerk
-from backend.config import Config
+from backend.config import Config, check_archive_id
 from backend.daemon.admin import DaemonContext
 from backend.daemon.controls import ControlServer
 from backend.daemon.recovery import RecoveryReport, recover
@@ -114,6 +114,7 @@ class ArchiveDaemon:
         self.lock_fd = lock_archive(cfg)
         try:
             self.cat = open_catalog(cfg.catalog_path)
+            check_archive_id(cfg, meta.archive_id(self.cat))  # before anything is written
             self.worker_cat = open_catalog(cfg.catalog_path, any_thread=True)
             self.cache = Cache(
                 cfg.cache.path,

@@ -47,6 +47,7 @@ from watchdog.events import (
 
 from backend.catalog import watching
 from backend.catalog.statedb import transaction
+from backend.config.watch import WatchConfig
 
 from .filemessages import (
     PostSettings,
@@ -58,7 +59,6 @@ from .filemessages import (
 )
 from .message import MessageError, topic_for
 from .outbox import enqueue
-from .watch_config import WatchConfig
 
 log = logging.getLogger("reelfs.watch")
 

@@ -21,6 +21,7 @@ from watchdog.observers import Observer
 from backend.catalog import outbox
 from backend.catalog.outbox import open_state_db
 from backend.catalog.statedb import connect
+from backend.config.watch import ConfigError, WatchConfig, load_config
 
 from .credentials import Credentials, CredentialsError
 from .http_service import DataServer, DirectorySource, parse_listen, serve
@@ -28,7 +29,6 @@ from .message import MessageError
 from .outbox import Publisher
 from .running import RunError, log_to_stderr, stop_on_signals
 from .watch import Watcher
-from .watch_config import ConfigError, WatchConfig, load_config
 
 log = logging.getLogger("reelfs.watch")
 

@@ -49,7 +49,7 @@ from backend.catalog.families import MAX_COPIES, pool_name
 from backend.catalog.files import ARCHIVED, DELETED, RELEASED
 from backend.catalog.namespace import Namespace
 from backend.catalog.schema import ROOT_INODE
-from backend.config import Config, parse_size
+from backend.config import Config
 from backend.errors import ArchiveError, FsError
 from backend.library.offline import volume_in_drive
 from backend.library.reconcile import reconcile_library
@@ -285,7 +285,7 @@ def rebuild(
     cat = open_catalog(work, create=True)
     try:
         meta.set_archive_id(cat, config.archive_id)
-        configured = parse_size(config.raw["library"].get("default_capacity", 0) or 0)
+        configured = config.library.default_capacity
         lib_path = config.archive / config.library.spec.get("path", "library")
         reconcile_library(
             cat,

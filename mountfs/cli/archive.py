@@ -18,7 +18,7 @@ from backend.admin.files import pending_writes
 from backend.catalog.drives import DriveTable
 from backend.errors import ArchiveError
 from mountfs import locate, views
-from mountfs.cli.console import UsageError, err, out
+from mountfs.cli.console import err, out
 
 # The daemon, the drivers and replication are imported by the commands that need them:
 # every other reelfs command would pay for them at start.
@@ -40,11 +40,7 @@ def cmd_init(a: argparse.Namespace) -> int:
         block_size=cfgmod.parse_size(a.block_size, "--block-size") if a.block_size else None,
         label_prefix=a.label_prefix,
     )
-    for text in a.option or []:
-        parts, value = cfgmod.parse_override(text)
-        if len(parts) != 2:
-            raise UsageError(f"-o {text}: expected SECTION.KEY=VALUE")
-        opts.extra.setdefault(parts[0], {})[parts[1]] = value
+    opts.extra = cfgmod.apply_overrides({}, a.option or [])  # the keys `mount -o` takes
     config = init_archive(Path(a.archive), opts)
     if a.json:
         print(
@@ -72,7 +68,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def cmd_mount(a: argparse.Namespace) -> int:
-    from backend.replication.post_config import load_post, load_serve
+    from backend.config.post import load_post, load_serve
     from mountfs.mount import daemonize_and_serve, serve, setup_logging
 
     overrides = list(a.option or [])

@@ -9,11 +9,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from backend.admin.control import call
+from backend.config import load
 from drivers.emulated import inject_fault, open_library, remove_cartridge
 from drivers.tape import ElementType
 from mountfs.locate import mounted_archives
@@ -216,7 +218,54 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
         "mount", str(archive), str(tmp_path / "mnt"), "-o", "recall.on_open=maybe", check=False
     )
     assert p.returncode == 2 and "on_open" in p.stderr.decode()
+    elsewhere = tmp_path / "unmounted-disk" / "cache"
+    p = reelfs(
+        "mount", str(archive), str(tmp_path / "mnt"), "-o", f'cache.path="{elsewhere}"', check=False
+    )
+    assert p.returncode == 2 and f"[cache] path: {elsewhere} does not exist" in p.stderr.decode()
+    assert not elsewhere.exists()  # not made on whatever disk is there instead
     assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_init_takes_the_keys_mount_takes(tmp_path: Path) -> None:
+    archive = init_archive(
+        tmp_path / "a", options={"families.raw.width": 3, 'families."a.b".copies': 2}
+    )
+    with open(archive / "reelfs.toml", "rb") as f:
+        written = tomllib.load(f)
+    assert written["families"] == {"raw": {"width": 3}, "a.b": {"copies": 2}}
+    config = load(archive)
+    assert config.families == {"raw": 3, "a.b": 1} and config.family_copies == {"a.b": 2}
+    p = reelfs("init", str(tmp_path / "b"), "-o", "families.raw.width=65", check=False)
+    assert p.returncode == 2
+    assert "configuration: reelfs.toml: [families.raw] width: expected an integer from 1 to 64" in (
+        p.stderr.decode()
+    )
+    assert not (tmp_path / "b").exists()
+    p = reelfs("init", str(tmp_path / "c"), "-o", "families", check=False)
+    assert p.returncode == 2 and "expected SECTION.KEY=VALUE" in p.stderr.decode()
+
+
+def test_a_changed_archive_id_is_refused_at_mount(tmp_path: Path) -> None:
+    archive = init_archive(tmp_path / "a")
+    cfg = archive / "reelfs.toml"
+    good = cfg.read_text()
+    archive_id = tomllib.loads(good)["archive"]["id"]
+    other = "ABCDEF01" if archive_id != "ABCDEF01" else "12345678"
+    cfg.write_text(good.replace(f'id = "{archive_id}"', f'id = "{other}"'))
+    (tmp_path / "mnt").mkdir()
+    p = reelfs("mount", str(archive), str(tmp_path / "mnt"), check=False)
+    assert p.returncode == 1 and p.stderr.decode().count("\n") == 1
+    message = p.stderr.decode()
+    assert f"[archive] id is '{other}'" in message and f"archive '{archive_id}'" in message
+    assert not os.path.ismount(tmp_path / "mnt")
+    cfg.write_text(good)  # the refusal left the archive as it was: it mounts with its own id
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        (m.mnt / "f").write_bytes(b"data")
+        assert m.xattr(m.mnt / "f", "bfid").startswith(archive_id)
+    finally:
+        m.stop()
 
 
 def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, mounted: Mount) -> None:

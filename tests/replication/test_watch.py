@@ -14,9 +14,9 @@ import textwrap
 import pytest
 
 from backend.catalog.outbox import OUTBOX_TABLE, open_state_db
+from backend.config.watch import ConfigError, load_config
 from backend.replication import message as m
 from backend.replication.watch import Watcher
-from backend.replication.watch_config import ConfigError, load_config
 from backend.replication.watch_service import WatchService
 from tests.waiting import wait_for
 
@@ -88,6 +88,10 @@ def test_config_defaults_and_sr3_aliases(tmp_path) -> None:
         ('broker = "amqp://alice@h/"\nsettle = -1', "settle"),
         ('broker = "amqp://alice@h/"\npost_base_dir = "/nonexistent/x"', "must contain"),
         ("exchange = 'x'", "broker is required"),
+        ('broker = "amqp://alice@h/"\nblock_size = "1MiB"', "block_size: expected a positive"),
+        ('broker = "amqp://alice@h/"\nhttp_auth = "no"', "http_auth: expected true or false"),
+        ('broker = "amqp://alice@h/"\nidentity = "cod"', "identity: cod needs an algorithm"),
+        ('broker = "amqp://alice@h/"\nignore_suffixes = [1]', "ignore_suffixes: expected a str"),
         ("broker = ", "Invalid value"),
     ],
 )

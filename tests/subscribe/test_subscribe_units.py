@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from backend.catalog.subscriptions import SubscriptionState
+from backend.config.subscribe import ConfigError, load_config
 from backend.replication import message as m
-from backend.replication.subscribe.config import ConfigError, load_config
 from backend.replication.subscribe.dispatch import Dispatcher, conflict
 from backend.replication.subscribe.fetch import build_url
 from backend.replication.subscribe.fileops import HANDLERS, operation
@@ -97,6 +97,15 @@ def test_config_defaults_and_sr3_aliases(tmp_path: Path, archive: Path) -> None:
         ("on_file = []", "on_file"),
         ('file_url_roots = ["relative"]', "file_url_roots"),
         ("instances = 2\nparallel = 3", "given twice"),
+        # a wrong type, and every kind of table
+        ('parallel = "4"', "parallel: expected an integer >= 1, got '4'"),
+        ("queue = 5", "queue: expected a queue name"),
+        ("timeout = 0.5", "timeout: expected a number >= 1, got 0.5"),
+        ("retry = 5", r"retry: expected a table \[retry\] with attempts, initial, maximum"),
+        ('[retry]\nattempts = "x"', "retry.attempts: expected an integer >= 1, got 'x'"),
+        ('subtopic = ["a b"]', "subtopic: bad pattern 'a b'"),
+        ('post_base_url = "/srv/x"', r"post_base_url: expected a URL \(http"),
+        ("credentials = 5", "credentials: expected a string, got 5"),
     ],
 )
 def test_config_errors(tmp_path: Path, archive: Path, extra: str, reason: str) -> None:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.catalog.subscriptions import SubscriptionState
+from backend.config.subscribe import SubscribeConfig
 from backend.replication.identity import encode_digest, new_hasher
 from backend.replication.message import DIGEST_SIZES
 
-from .config import SubscribeConfig
 from .fetch import build_url
 from .keys import content_key
 from .reports import Reporter

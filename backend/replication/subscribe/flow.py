@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from backend.catalog.subscriptions import SubscriptionState
+from backend.config.subscribe import SubscribeConfig
 from backend.replication.credentials import Credentials
 
 from .blocks import BlockReceiver
-from .config import SubscribeConfig
 from .dispatch import Dispatcher
 from .fetch import Fetcher, RateLimiter
 from .fileops import FileOps

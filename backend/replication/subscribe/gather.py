@@ -13,11 +13,11 @@ import logging
 import threading
 import time
 
+from backend.config.subscribe import SubscribeConfig
 from backend.replication.broker import Consumer, Delivery, persistent_queue_name
 from backend.replication.credentials import Credentials
 from backend.replication.message import binding_key
 
-from .config import SubscribeConfig
 from .work import Outcome, Work
 
 log = logging.getLogger("reelfs.subscribe")

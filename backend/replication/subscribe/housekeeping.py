@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 from backend.catalog.subscriptions import SubscriptionState
+from backend.config.subscribe import SubscribeConfig
 
-from .config import SubscribeConfig
 from .store import ArchiveStore
 
 INTERVAL = 60.0  # seconds between periodic rounds

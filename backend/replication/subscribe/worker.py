@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass
 
 from backend.catalog.subscriptions import SubscriptionState
+from backend.config.subscribe import SubscribeConfig
 from backend.replication.message import MessageError, parse_time
 
 from .blocks import BlockReceiver
-from .config import SubscribeConfig
 from .fetch import FetchError
 from .fileops import FileOps
 from .files import FileReceiver

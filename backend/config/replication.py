@@ -1,6 +1,7 @@
-"""What the configurations of `reelfs watch` and `reelfs subscribe` share: the TOML
-document, its key aliases, the broker URL (password only in the credentials file), and
-sr3's accept/reject filters.
+"""What the replication configurations share: the sr3-style TOML document of `reelfs watch`
+and `reelfs subscribe` (its key aliases, sr3's accept/reject filters), their error, and the
+broker URL that every replication configuration names (password only in the credentials
+file).
 
 sr3 decides with the first `accept`/`reject` pattern that matches, top to bottom, and
 falls back to `accept_unmatched`; TOML cannot repeat a key, so an ordered mix of both
@@ -14,13 +15,62 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from .broker import BrokerURL
+from pydantic import BaseModel, PlainValidator, ValidationError
+
+from backend.replication.broker import BrokerURL
+
+from .errors import FlatKeys, explain
 
 
 class ConfigError(Exception):
     """A watch or subscribe configuration is unusable; the message names the key."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], cfg_path: str | os.PathLike[str], raw: dict[str, Any]) -> M:
+    """`raw` (the document's keys, aliases resolved) as `model`, or one ConfigError."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(explain(e, model, FlatKeys(str(cfg_path)))) from None
+
+
+def _broker(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a URL such as amqp://user@host:port/, got {value!r}")
+    url = BrokerURL.parse(value)  # its ValueError says what is wrong
+    if url.password is not None:
+        raise ValueError("no password here: put it in the credentials file (see reelfs-post(7))")
+    return value
+
+
+#: an AMQP broker URL without its password
+Broker = Annotated[str, PlainValidator(_broker)]
+
+
+_EXCHANGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
+
+
+def check_exchange(name: str, *, template: bool = False) -> str:
+    """An AMQP exchange name; a `template` may hold ``{source}`` (the message's source)."""
+    if not _EXCHANGE_RE.fullmatch(name.replace("{source}", "x") if template else name):
+        raise ValueError(f"bad exchange name {name!r}")
+    return name
+
+
+def broker_user(broker: str) -> str:
+    """The broker URL's user: whom messages are posted as, and the default exchange's owner."""
+    return BrokerURL.parse(broker).user or "anonymous"
+
+
+def resolve_path(value: str, base: Path) -> Path:
+    """A path the configuration names: ``~`` expanded, relative to `base` (its directory)."""
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
 
 
 @dataclass
@@ -69,7 +119,7 @@ def split_filters(
     cfg_path: str | os.PathLike[str],
     doc: dict[str, Any],
     aliases: dict[str, str],
-    known: set[str],
+    known: set[str] | frozenset[str],
 ) -> tuple[dict[str, Any], list[Filter]]:
     """The document's keys (aliases resolved, unknown ones refused) and, apart, its
     filters in the order written."""
@@ -104,17 +154,3 @@ def _filter_tables(value: Any) -> list[Filter]:
         ((kind, pattern),) = table.items()
         out.extend(compile_filters(kind, pattern))
     return out
-
-
-def broker_url(cfg_path: Path, raw: dict[str, Any]) -> BrokerURL:
-    """The `broker` key: required, a valid URL, and without a password."""
-    broker = raw.get("broker")
-    if not isinstance(broker, str):
-        raise ConfigError(f"{cfg_path}: broker is required (amqp://user@host:port/)")
-    try:
-        burl = BrokerURL.parse(broker)
-    except ValueError as exc:
-        raise ConfigError(f"broker: {exc}") from None
-    if burl.password is not None:
-        raise ConfigError("broker: put the password in the credentials file, not the config")
-    return burl

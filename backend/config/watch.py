@@ -29,24 +29,34 @@ Keys (sr3 spellings accepted as aliases, see reelfs-subscribe(5)):
 Filters are tried in file order, first match wins: top-level `accept`/`reject` keys in the
 order they appear, then `[[filter]]` tables (`accept = '...'` or `reject = '...'`), which
 allow any interleaving.
+
+`WatchFile` is the document as written; `load_config` resolves it against the watched
+directory into `WatchConfig`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from .common_config import (
+from pydantic import Field, PlainValidator, model_validator
+
+from backend.replication.broker import BrokerURL
+from backend.replication.message import IDENTITY_METHODS
+
+from .replication import (
+    Broker,
     ConfigError,
     Filter,
-    broker_url,
     first_match,
     read_document,
+    resolve_path,
     split_filters,
+    validate,
 )
-from .message import IDENTITY_METHODS
+from .values import Bool, Model, integer, number
 
 ALIASES = {
     "post_broker": "broker",
@@ -64,31 +74,52 @@ ALIASES = {
     "identity_method": "identity",
 }
 
-KNOWN_KEYS = {
-    "broker",
-    "exchange",
-    "topic_prefix",
-    "post_base_url",
-    "post_base_dir",
-    "accept",
-    "reject",
-    "filter",
-    "accept_unmatched",
-    "identity",
-    "identity_arbitrary_value",
-    "settle",
-    "ignore_suffixes",
-    "ignore_dotfiles",
-    "block_size",
-    "repost_interval",
-    "cluster",
-    "to_clusters",
-    "source",
-    "state_db",
-    "http_listen",
-    "http_auth",
-    "credentials",
-}
+Seconds = number(0)
+Bytes = integer(1, expected="a positive integer (bytes)")
+
+
+def _identity(value: Any) -> str:
+    identity = str(value)
+    method, _, algorithm = identity.partition(",")
+    if method not in IDENTITY_METHODS or method == "random":
+        raise ValueError(f"unknown method {identity!r}")
+    if method == "cod" and algorithm not in ("sha512", "md5"):
+        raise ValueError("cod needs an algorithm: cod,sha512 or cod,md5")
+    return identity
+
+
+class WatchFile(Model):
+    """The document as written (sr3 aliases resolved, filters taken apart)."""
+
+    broker: Broker = Field(description="amqp://user@host:port/")
+    exchange: str = ""  # "": xs_<broker user>
+    topic_prefix: str = "v03"
+    post_base_url: str | None = None
+    post_base_dir: str | None = None
+    accept_unmatched: Bool = True
+    identity: Annotated[str, PlainValidator(_identity)] = "sha512"
+    identity_arbitrary_value: str | None = None
+    settle: Seconds = 5.0
+    ignore_suffixes: list[str] = Field([".tmp", "~", ".part"])
+    ignore_dotfiles: Bool = True
+    block_size: Bytes = 50 * 1024 * 1024
+    repost_interval: Seconds = 3600.0
+    cluster: str | None = None
+    to_clusters: str | None = None
+    source: str | None = None
+    state_db: str | None = None
+    http_listen: str | None = None
+    http_auth: Bool = False
+    credentials: str | None = None
+
+    @model_validator(mode="after")
+    def _arbitrary_has_value(self) -> WatchFile:
+        if self.identity == "arbitrary" and not self.identity_arbitrary_value:
+            raise ValueError("identity arbitrary needs identity_arbitrary_value")
+        return self
+
+
+KNOWN_KEYS = frozenset(WatchFile.model_fields) | {"accept", "reject", "filter"}
 
 
 @dataclass
@@ -99,22 +130,22 @@ class WatchConfig:
     post_base_url: str
     post_base_dir: Path
     state_db: Path
-    topic_prefix: str = "v03"
-    filters: list[Filter] = field(default_factory=list)
-    accept_unmatched: bool = True
-    identity_method: str = "sha512"
-    identity_arbitrary_value: str | None = None
-    settle: float = 5.0
-    ignore_suffixes: tuple[str, ...] = (".tmp", "~", ".part")
-    ignore_dotfiles: bool = True
-    block_size: int = 50 * 1024 * 1024
-    repost_interval: float = 3600.0
-    cluster: str | None = None
-    to_clusters: str | None = None
-    source: str | None = None
-    http_listen: str | None = None
-    http_auth: bool = False
-    credentials: Path | None = None
+    topic_prefix: str
+    filters: list[Filter]
+    accept_unmatched: bool
+    identity_method: str
+    identity_arbitrary_value: str | None
+    settle: float
+    ignore_suffixes: tuple[str, ...]
+    ignore_dotfiles: bool
+    block_size: int
+    repost_interval: float
+    cluster: str | None
+    to_clusters: str | None
+    source: str | None
+    http_listen: str | None
+    http_auth: bool
+    credentials: Path | None
 
     def accepts(self, url: str) -> bool:
         """sr3 accept/reject: first matching pattern decides, else `accept_unmatched`."""
@@ -128,72 +159,46 @@ class WatchConfig:
         return any(parts[-1].endswith(s) for s in self.ignore_suffixes)
 
 
-def _number(raw: dict[str, Any], key: str, default: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{key}: expected a non-negative number, got {value!r}")
-    return float(value)
-
-
 def load_config(
     path: str | os.PathLike[str], watch_dir: str | os.PathLike[str], state_db: str | None = None
 ) -> WatchConfig:
     """Read and check a watch configuration for watching `watch_dir`."""
     cfg_path = Path(path)
     raw, filters = split_filters(cfg_path, read_document(cfg_path), ALIASES, KNOWN_KEYS)
-
     wdir = Path(watch_dir).resolve()
     if not wdir.is_dir():
         raise ConfigError(f"{watch_dir} is not a directory")
-    burl = broker_url(cfg_path, raw)
-    broker: str = raw["broker"]
-    base_dir = Path(os.path.expanduser(raw.get("post_base_dir", str(wdir)))).resolve()
+    f = validate(WatchFile, cfg_path, raw)
+    user = BrokerURL.parse(f.broker).user
+    base_dir = Path(os.path.expanduser(f.post_base_dir or str(wdir))).resolve()
     if wdir != base_dir and base_dir not in wdir.parents:
         raise ConfigError(f"post_base_dir {base_dir} must contain the watched directory {wdir}")
-    http_listen = raw.get("http_listen")
-    base_url = raw.get("post_base_url")
+    base_url = f.post_base_url
     if base_url is None:
-        base_url = f"http://{http_listen}{base_dir}" if http_listen else f"file:{base_dir}"
-    identity = str(raw.get("identity", "sha512"))
-    method = identity.split(",", 1)[0]
-    if method not in IDENTITY_METHODS or method == "random":
-        raise ConfigError(f"identity: unknown method {identity!r}")
-    if method == "arbitrary" and not raw.get("identity_arbitrary_value"):
-        raise ConfigError("identity arbitrary needs identity_arbitrary_value")
-    if method == "cod" and identity.split(",", 1)[-1] not in ("sha512", "md5"):
-        raise ConfigError("identity cod needs an algorithm: cod,sha512 or cod,md5")
-    block_size = raw.get("block_size", 50 * 1024 * 1024)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ConfigError("block_size: expected a positive integer (bytes)")
-    default_state = cfg_path.resolve().with_suffix(".state.db")
-    state = Path(os.path.expanduser(state_db or raw.get("state_db") or default_state))
-    if not state.is_absolute():
-        state = cfg_path.resolve().parent / state
-    suffixes = raw.get("ignore_suffixes", [".tmp", "~", ".part"])
-    if not isinstance(suffixes, list) or not all(isinstance(s, str) for s in suffixes):
-        raise ConfigError("ignore_suffixes: expected a list of strings")
-    creds = raw.get("credentials")
+        base_url = f"http://{f.http_listen}{base_dir}" if f.http_listen else f"file:{base_dir}"
+    default_state = str(cfg_path.resolve().with_suffix(".state.db"))
+    state = resolve_path(state_db or f.state_db or default_state, cfg_path.resolve().parent)
     return WatchConfig(
         watch_dir=wdir,
-        broker=broker,
-        exchange=str(raw.get("exchange") or f"xs_{burl.user}"),
-        post_base_url=str(base_url),
+        broker=f.broker,
+        exchange=f.exchange or f"xs_{user}",
+        post_base_url=base_url,
         post_base_dir=base_dir,
         state_db=state,
-        topic_prefix=str(raw.get("topic_prefix", "v03")),
+        topic_prefix=f.topic_prefix,
         filters=filters,
-        accept_unmatched=bool(raw.get("accept_unmatched", True)),
-        identity_method=identity,
-        identity_arbitrary_value=raw.get("identity_arbitrary_value"),
-        settle=_number(raw, "settle", 5.0),
-        ignore_suffixes=tuple(suffixes),
-        ignore_dotfiles=bool(raw.get("ignore_dotfiles", True)),
-        block_size=block_size,
-        repost_interval=_number(raw, "repost_interval", 3600.0),
-        cluster=raw.get("cluster"),
-        to_clusters=raw.get("to_clusters"),
-        source=raw.get("source") or burl.user,
-        http_listen=http_listen,
-        http_auth=bool(raw.get("http_auth", False)),
-        credentials=Path(os.path.expanduser(creds)) if creds else None,
+        accept_unmatched=f.accept_unmatched,
+        identity_method=f.identity,
+        identity_arbitrary_value=f.identity_arbitrary_value,
+        settle=f.settle,
+        ignore_suffixes=tuple(f.ignore_suffixes),
+        ignore_dotfiles=f.ignore_dotfiles,
+        block_size=f.block_size,
+        repost_interval=f.repost_interval,
+        cluster=f.cluster,
+        to_clusters=f.to_clusters,
+        source=f.source or user,
+        http_listen=f.http_listen,
+        http_auth=f.http_auth,
+        credentials=Path(os.path.expanduser(f.credentials)) if f.credentials else None,
     )
