@@ -364,6 +364,10 @@ class MediaChanger(abc.ABC):
         """Release the device."""
 
 
+class LibraryConfigError(ValueError):
+    """The `[library]` table cannot describe a usable library."""
+
+
 @dataclass
 class Library:
     """A changer and its drives, each drive keyed by the changer's element address."""

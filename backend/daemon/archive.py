@@ -41,7 +41,7 @@ from backend.library.manager import LibraryManager
 from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverHooks
-from drivers import open_library
+from drivers.library import open_library
 from drivers.tape import ElementType, Library
 
 log = logging.getLogger("reelfs.daemon")

@@ -54,12 +54,12 @@ from backend.errors import ArchiveError, FsError
 from backend.library.offline import volume_in_drive
 from backend.library.reconcile import reconcile_library
 from backend.tape.layout import ANSI, BOT_READ, NONE, read_bot, volser_for
-from drivers import open_library
 from drivers.formats import pax
 from drivers.formats.errors import FormatError
 from drivers.formats.foreign import SNIFF_BYTES, Format, sniff
 from drivers.formats.records import RecordSource
 from drivers.formats.tarheaders import HeaderReader
+from drivers.library import open_library
 from drivers.tape import Library, TapeDrive, TapeError
 
 #: a volume is full once this much of it is used (the drives' early warning)

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers import LibraryConfigError
-from drivers.tape import ElementType
+from drivers.tape import ElementType, LibraryConfigError
 
 LIBRARY_FORMAT = "reelfs-emulated-library"
 LIBRARY_VERSION = 1

@@ -18,7 +18,7 @@ from backend.config import parse_size
 from backend.daemon.archive import lock_archive
 from backend.library import cleaning
 from backend.library import operations as library_ops
-from drivers import open_library
+from drivers.library import open_library
 
 COLUMNS = ["address", "type", "full", "barcode", "source", "volume_state", "family", "identifier"]
 

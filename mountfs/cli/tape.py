@@ -75,7 +75,7 @@ def _read_offline(config: cfgmod.Config, cat: Any, label: str, fileno: int, out:
     from backend.daemon.archive import lock_archive
     from backend.library.offline import volume_in_drive
     from backend.tape.read import read_data_file
-    from drivers import open_library
+    from drivers.library import open_library
 
     fd = lock_archive(config)
     try:
@@ -193,7 +193,7 @@ def _import_offline(config: cfgmod.Config, cat: Any, a: argparse.Namespace) -> d
     from backend.daemon.archive import lock_archive
     from backend.library.offline import volume_in_drive
     from backend.tape import foreign
-    from drivers import open_library
+    from drivers.library import open_library
 
     fd = lock_archive(config)
     try:
