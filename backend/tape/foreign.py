@@ -36,11 +36,11 @@ from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import BLANK, NOACCESS, READONLY, VolumeClerk
 from backend.errors import ArchiveError, FsError
 from backend.tape.layout import ANSI, FOREIGN, NONE
+from backend.tape.walker import Kind, VolumeWalk
 from drivers.formats import cpio, pax
-from drivers.formats.ansi import LabelError, Vol1
 from drivers.formats.archive import MemberType
 from drivers.formats.errors import FormatError
-from drivers.formats.foreign import DEFAULT_MAX_RECORD, SNIFF_BYTES, Format, sniff
+from drivers.formats.foreign import DEFAULT_MAX_RECORD, Format
 from drivers.formats.records import MemberStream, RecordSource
 from drivers.formats.tarheaders import HeaderReader, mtime_ns
 from drivers.tape import ElementType, MediaChanger, TapeDrive
@@ -130,66 +130,52 @@ def scan_volume(
     progress: Callable[[ScanResult], None] | None = None,
 ) -> ScanResult:
     """Read a foreign volume from BOT to end of data (see the module docstring)."""
-    drive.set_block_size(0)
-    drive.rewind()
     res = ScanResult()
-    while True:
-        start = drive.read_position().block
-        source = _Tracking(drive, max_record)
-        head = source.peek(SNIFF_BYTES)
-        if not head and source.ended_by == "eod":
-            break
-        fmt = sniff(head, source.first_record_length)
-        if fmt == Format.ANSI_LABEL:
+    walk = VolumeWalk(drive, max_record, _Tracking)
+    for tf in walk:
+        source = tf.source
+        where = f"data file {tf.data_file} (block {tf.start})"
+        if tf.kind == Kind.LABEL:
             res.labelled = True
-            if head[:4] == b"VOL1" and res.volser is None:
-                try:
-                    res.volser = Vol1.parse(head[:80]).volser
-                except LabelError:
-                    pass
-            source.drain()
-        elif fmt == Format.EMPTY:
-            pass  # two filemarks in a row: no data
-        elif fmt.is_tar or fmt.is_cpio:
+            vol1 = tf.vol1() if res.volser is None else None
+            if vol1 is not None:
+                res.volser = vol1.volser
+        elif tf.kind in (Kind.TAR, Kind.CPIO):
+            assert tf.data_file is not None
             before = len(res.members)
             try:
-                if fmt.is_tar:
-                    _scan_tar(source, fmt, res, start)
+                if tf.kind == Kind.TAR:
+                    _scan_tar(source, tf.format, res, tf.data_file, tf.start)
                 else:
-                    _scan_cpio(source, fmt, res, start)
+                    _scan_cpio(source, tf.format, res, tf.data_file, tf.start)
             except FormatError as e:
                 # what was read before the damage stays importable; the rest is reported
-                res.skipped.append(f"data file {res.data_files} (block {start}): {e.message}")
-                if source.ended_by is None:
-                    source.drain()
-            res.formats[fmt.value] = res.formats.get(fmt.value, 0) + 1
+                res.skipped.append(f"{where}: {e.message}")
+            tf.finish()
+            res.formats[tf.format.value] = res.formats.get(tf.format.value, 0) + 1
             if len(res.members) == before:
-                res.skipped.append(f"data file {res.data_files} (block {start}): no members")
-            source.drain()
-            res.data_files += 1
-        else:
-            res.skipped.append(
-                f"data file {res.data_files} (block {start}): {fmt.value}, not a tar or cpio "
-                "archive"
-            )
-            source.drain()
-            res.data_files += 1
+                res.skipped.append(f"{where}: no members")
+        elif tf.kind == Kind.OTHER:
+            res.skipped.append(f"{where}: {tf.format.value}, not a tar or cpio archive")
+        tf.finish()
+        if tf.data_file is not None:
+            res.data_files = tf.data_file + 1
         res.bytes += source.total
         if progress is not None:
             progress(res)
-        if source.ended_by == "eod":
-            break
-    res.eod_block = drive.read_position().block
+    assert walk.eod_block is not None  # the walk ends at end of data or raises
+    res.eod_block = walk.eod_block
     return res
 
 
 def _member(
     res: ScanResult,
     fmt: Format,
+    fileno: int,
     start: int,
     **kw: Any,
 ) -> ScannedMember:
-    m = ScannedMember(fileno=res.data_files, block=start, format=fmt.value, **kw)
+    m = ScannedMember(fileno=fileno, block=start, format=fmt.value, **kw)
     res.members.append(m)
     return m
 
@@ -200,7 +186,7 @@ def _checksum(m: ScannedMember, stream: MemberStream) -> None:
     m.adler32, m.crc32c = ck.adler, ck.crc
 
 
-def _scan_tar(source: _Tracking, fmt: Format, res: ScanResult, start: int) -> None:
+def _scan_tar(source: _Tracking, fmt: Format, res: ScanResult, fileno: int, start: int) -> None:
     reader = HeaderReader(source)
     while True:
         header_at = source.position
@@ -214,6 +200,7 @@ def _scan_tar(source: _Tracking, fmt: Format, res: ScanResult, start: int) -> No
         m = _member(
             res,
             fmt,
+            fileno,
             start,
             name=ti.name,
             type=kind,
@@ -230,11 +217,12 @@ def _scan_tar(source: _Tracking, fmt: Format, res: ScanResult, start: int) -> No
         reader.skip_to_next(f"data of {ti.name!r}")
 
 
-def _scan_cpio(source: _Tracking, fmt: Format, res: ScanResult, start: int) -> None:
+def _scan_cpio(source: _Tracking, fmt: Format, res: ScanResult, fileno: int, start: int) -> None:
     for am in cpio.iter_cpio(source):
         m = _member(
             res,
             fmt,
+            fileno,
             start,
             name=am.name,
             type=am.type,

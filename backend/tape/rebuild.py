@@ -54,9 +54,9 @@ from backend.errors import ArchiveError, FsError
 from backend.library.offline import volume_in_drive
 from backend.library.reconcile import reconcile_library
 from backend.tape.layout import ANSI, BOT_READ, NONE, read_bot, volser_for
+from backend.tape.walker import Kind, VolumeWalk
 from drivers.formats import pax
 from drivers.formats.errors import FormatError
-from drivers.formats.foreign import SNIFF_BYTES, Format, sniff
 from drivers.formats.records import RecordSource
 from drivers.formats.tarheaders import HeaderReader
 from drivers.library import open_library
@@ -141,63 +141,52 @@ def scan_volume(drive: TapeDrive, label: str, order_base: int = 0) -> VolumeScan
         return vs
     if bot.vol1 is not None:
         vs.layout, vs.volser = ANSI, bot.vol1.volser
-    drive.set_block_size(0)
-    drive.rewind()
-    unconfirmed: tuple[list[Occurrence], int] | None = None  # awaiting its trailer labels
-    fileno = 0
-    while True:
-        start = drive.read_position().block
-        source = RecordSource(drive, BOT_READ)
-        head = source.peek(SNIFF_BYTES)
-        if not head and source.ended_by == "eod":
-            break
-        fmt = sniff(head, source.first_record_length)
-        if fmt == Format.ANSI_LABEL:
-            source.drain()
-            if head[:4] == b"EOF1" and unconfirmed is not None and source.ended_by == "filemark":
+    # a data file of a labelled volume awaiting its trailer labels: members, bytes, number
+    unconfirmed: tuple[list[Occurrence], int, int] | None = None
+    for tf in VolumeWalk(drive, BOT_READ, RecordSource):
+        if tf.kind == Kind.LABEL:
+            ended_by = tf.finish()
+            if tf.label == "EOF1" and unconfirmed is not None and ended_by == "filemark":
                 vs.members += unconfirmed[0]
                 vs.bytes += unconfirmed[1]
-                vs.eod_block = drive.read_position().block
-                vs.data_files = fileno
+                vs.eod_block, vs.data_files = tf.end, unconfirmed[2] + 1
                 unconfirmed = None
             continue
-        if fmt == Format.EMPTY:
+        if tf.kind == Kind.EMPTY:
             continue
+        assert tf.data_file is not None
+        fileno = tf.data_file
         if unconfirmed is not None:
-            vs.notes.append(f"{label} data file {fileno - 1} has no trailer labels: left out")
+            vs.notes.append(f"{label} data file {unconfirmed[2]} has no trailer labels: left out")
             unconfirmed = None
         members: list[Occurrence] = []
-        record_len = source.first_record_length or 0
-        if fmt.is_tar and record_len and record_len % 512 == 0:
+        record_len = tf.first_record_length or 0
+        if tf.kind == Kind.TAR and record_len and record_len % 512 == 0:
             vs.block_size = vs.block_size or record_len
-            source.fixed_size = record_len  # reelfs records are all one size: space over data
+            tf.source.fixed_size = record_len  # reelfs records are all one size: space over data
             try:
-                members = _pax_members(source, label, fileno, start, order_base)
+                members = _pax_members(tf.source, label, fileno, tf.start, order_base)
             except FormatError as e:
                 vs.notes.append(f"{label} data file {fileno}: {e.message}; left out")
                 members = []
         else:
             vs.foreign_files += 1
-            vs.notes.append(f"{label} data file {fileno} is {fmt.value}, not reelfs data")
-        source.drain()
-        end = drive.read_position().block
-        complete = source.ended_by == "filemark"
-        fileno += 1
-        nbytes = max(0, end - start - 1) * record_len
+            vs.notes.append(f"{label} data file {fileno} is {tf.format.value}, not reelfs data")
+        complete = tf.finish() == "filemark"
+        nbytes = max(0, tf.end - tf.start - 1) * record_len
         if not complete:
             vs.notes.append(
-                f"{label} data file {fileno - 1} ends without a filemark (a write cut short): "
-                "left out"
+                f"{label} data file {fileno} ends without a filemark (a write cut short): left out"
             )
             break
         if vs.layout == NONE:
             vs.members += members
             vs.bytes += nbytes
-            vs.eod_block, vs.data_files = end, fileno
+            vs.eod_block, vs.data_files = tf.end, fileno + 1
         else:
-            unconfirmed = (members, nbytes)
+            unconfirmed = (members, nbytes, fileno)
     if unconfirmed is not None:
-        vs.notes.append(f"{label} data file {fileno - 1} has no trailer labels: left out")
+        vs.notes.append(f"{label} data file {unconfirmed[2]} has no trailer labels: left out")
     try:
         vs.remaining = drive.remaining_capacity()
     except TapeError:
