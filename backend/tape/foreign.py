@@ -30,12 +30,14 @@ from typing import Any, BinaryIO
 from backend.cache.checksum import Checksummer
 from backend.catalog import events
 from backend.catalog.db import Catalog
-from backend.catalog.files import DELETED, RELEASED, FileClerk
+from backend.catalog.files import FileClerk
+from backend.catalog.foreign import ForeignVolumes
 from backend.catalog.namespace import Namespace
 from backend.catalog.schema import ROOT_INODE
-from backend.catalog.volumes import BLANK, NOACCESS, READONLY, VolumeClerk
+from backend.catalog.tapefiles import TapeFiles
+from backend.catalog.volumes import BLANK, NOACCESS, VolumeClerk
 from backend.errors import ArchiveError, FsError
-from backend.tape.layout import ANSI, FOREIGN, NONE
+from backend.tape.layout import ANSI, NONE, volume_format
 from backend.tape.walker import Kind, VolumeWalk
 from drivers.formats import cpio, pax
 from drivers.formats.archive import MemberType
@@ -323,11 +325,12 @@ def check_volume(cat: Catalog, barcode: str) -> None:
     vol = VolumeClerk(cat).get(barcode)
     if vol is None:
         return
-    copies = cat.value("SELECT count(*) FROM tape_copies WHERE volume=?", (barcode,))
-    origin = cat.value("SELECT origin FROM volumes WHERE label=?", (barcode,))
-    if copies and origin == FOREIGN:
+    copies = TapeFiles(cat).copies_on(barcode)
+    fmt = volume_format(cat, barcode)
+    foreign = fmt is not None and fmt.foreign
+    if copies and foreign:
         raise ArchiveError(f"volume {barcode} is already imported ({copies} file(s))")
-    if copies or vol.eod_block or (origin != FOREIGN and vol.state != BLANK):
+    if copies or vol.eod_block or (not foreign and vol.state != BLANK):
         raise ArchiveError(
             f"volume {barcode} is a {vol.state} volume of this archive: not importing it"
         )
@@ -359,25 +362,16 @@ def prepare_volume(
         home = free[0]
     with cat.tx():
         if vol is None:
-            cat.execute(
-                "INSERT INTO volumes(label, media_type, capacity, state, inserted_ns, home) "
-                "VALUES (?,?,?,?,?,?)",
-                (barcode, media_type, capacity, NOACCESS, time.time_ns(), home),
+            VolumeClerk(cat).add(
+                barcode, capacity=capacity, home=home, media_type=media_type, state=NOACCESS
             )
-        cat.execute(
-            "UPDATE volumes SET state=?, origin=?, error=?, family=NULL, home=? WHERE label=?",
-            (NOACCESS, FOREIGN, "being imported", home, barcode),
-        )
+        ForeignVolumes(cat).mark_being_imported(barcode, home)
     return home
 
 
 def import_failed(cat: Catalog, barcode: str, why: str) -> None:
     """Leave the volume out of service, saying why; importing it again is allowed."""
-    with cat.tx():
-        cat.execute(
-            "UPDATE volumes SET state=?, error=? WHERE label=? AND origin=?",
-            (NOACCESS, f"import failed: {why}", barcode, FOREIGN),
-        )
+    ForeignVolumes(cat).mark_import_failed(barcode, why)
     events.record(cat, "import_failed", why, subject=barcode, level="error")
 
 
@@ -482,21 +476,14 @@ def adopt(
                     rep.skipped.append(f"{where}: a {m.type.value}, not imported")
             except FsError as e:
                 rep.skipped.append(f"{where}: {e.strerror}")
-        cat.execute(
-            "UPDATE volumes SET state=?, origin=?, error=NULL, label_format=?, volser=?, "
-            "eod_block=?, next_fileno=?, files=?, bytes_used=?, block_size=NULL, family=NULL "
-            "WHERE label=?",
-            (
-                READONLY,
-                FOREIGN,
-                ANSI if scan.labelled else NONE,
-                scan.volser,
-                scan.eod_block,
-                scan.data_files,
-                rep.files,
-                scan.bytes,
-                barcode,
-            ),
+        ForeignVolumes(cat).mark_adopted(
+            barcode,
+            label_format=ANSI if scan.labelled else NONE,
+            volser=scan.volser,
+            eod_block=scan.eod_block,
+            data_files=scan.data_files,
+            files=rep.files,
+            bytes_used=scan.bytes,
         )
         events.record(
             cat,
@@ -563,40 +550,26 @@ def _set_data(
     if bitfile is None:
         bitfile = ns.get(inode).bitfile
         assert bitfile is not None
-    cat.execute(
-        "UPDATE tape_copies SET state=? WHERE bitfile=? AND state='active'", (DELETED, bitfile)
+    ForeignVolumes(cat).set_member_data(
+        bitfile,
+        size=m.size,
+        adler32=m.adler32,
+        crc32c=m.crc32c,
+        path=m.name,
+        mtime_ns=m.mtime_ns,
+        archived_ns=now,
     )
-    cat.execute(
-        "UPDATE bitfiles SET state=?, size=?, adler32=?, crc32c=?, path=?, created_ns=?, "
-        "modified_ns=?, archived_ns=?, accessed_ns=? WHERE id=?",
-        (
-            RELEASED,
-            m.size,
-            m.adler32,
-            m.crc32c,
-            m.name,
-            m.mtime_ns,
-            m.mtime_ns,
-            now,
-            now,
-            bitfile,
-        ),
-    )
-    cat.execute(
-        "INSERT INTO tape_copies(bitfile, volume, copy, fileno, block, record, offset, length, "
-        "state, written_ns, format) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            bitfile,
-            barcode,
-            1,
-            m.fileno,
-            m.block,
-            m.record,
-            m.offset,
-            m.size,
-            "active",
-            now,
-            m.format,
-        ),
+    TapeFiles(cat).add_copy(
+        bitfile,
+        barcode,
+        copy=1,
+        fileno=m.fileno,
+        block=m.block,
+        record=m.record,
+        offset=m.offset,
+        length=m.size,
+        state="active",
+        written_ns=now,
+        format=m.format,
     )
     ns.set_attrs(inode, size=m.size, mtime_ns=m.mtime_ns, atime_ns=m.mtime_ns)

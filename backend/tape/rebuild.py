@@ -46,9 +46,12 @@ from backend.cache.store import Cache
 from backend.catalog import events, meta
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.families import MAX_COPIES, pool_name
-from backend.catalog.files import ARCHIVED, DELETED, RELEASED
+from backend.catalog.files import ARCHIVED, DELETED, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
+from backend.catalog.rebuild import RebuiltCatalog
 from backend.catalog.schema import ROOT_INODE
+from backend.catalog.tapefiles import TapeFiles
+from backend.catalog.volumes import CLEANING, VolumeClerk
 from backend.config import Config, parse_size
 from backend.errors import ArchiveError, FsError
 from backend.library.offline import volume_in_drive
@@ -292,7 +295,7 @@ def rebuild(
             f"{rep.copies} tape copies",
             level="warning",
         )
-        cat.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        RebuiltCatalog(cat).checkpoint()
     except BaseException:
         cat.close()
         lib.close()
@@ -322,13 +325,11 @@ def _scan_all(
     progress: Callable[[str], None],
 ) -> list[VolumeScan]:
     scans = []
-    labels = [
-        r[0] for r in cat.all("SELECT label FROM volumes WHERE state != 'cleaning' ORDER BY label")
-    ]
+    labels = [v.label for v in VolumeClerk(cat).all() if v.state != CLEANING]
     for i, label in enumerate(labels):
         capacity = _capacity(config, lib_path, label, configured)
         if capacity:
-            cat.execute("UPDATE volumes SET capacity=? WHERE label=?", (capacity, label))
+            RebuiltCatalog(cat).set_capacity(label, capacity)
         progress(f"scanning {label} ({i + 1} of {len(labels)})")
         with volume_in_drive(lib, label) as drive:
             vs = scan_volume(drive, label, order_base=i * 10**15)
@@ -376,6 +377,7 @@ def _build(config: Config, cat: Catalog, scans: list[VolumeScan], rep: RebuildRe
     uid, gid = os.getuid(), os.getgid()
     now = time.time_ns()
     archived_on: Counter = Counter()
+    rebuilt = RebuiltCatalog(cat)
     with cat.tx():
         for bfid, (o, copies, stale) in sorted(chosen.items(), key=lambda kv: int(kv[0][8:])):
             bid = int(bfid[8:])
@@ -387,29 +389,22 @@ def _build(config: Config, cat: Catalog, scans: list[VolumeScan], rep: RebuildRe
                 except FsError as e:
                     rep.notes.append(f"{o.path}: {e.strerror}; its data stays as {bfid}")
             state = RELEASED if inode is not None else DELETED
-            cat.execute(
-                "INSERT INTO bitfiles(id, bfid, inode, version, size, adler32, crc32c, state, "
-                "family, path, created_ns, modified_ns, archived_ns, accessed_ns) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    bid,
-                    bfid,
-                    inode,
-                    o.version,
-                    o.size,
-                    o.adler32,
-                    o.crc32c,
-                    state,
-                    o.family,
-                    o.path,
-                    o.mtime_ns,
-                    o.mtime_ns,
-                    now,
-                    now,
-                ),
+            rebuilt.add_bitfile(
+                bid,
+                bfid,
+                inode=inode,
+                version=o.version,
+                size=o.size,
+                adler32=o.adler32,
+                crc32c=o.crc32c,
+                state=state,
+                family=o.family,
+                path=o.path,
+                mtime_ns=o.mtime_ns,
+                archived_ns=now,
             )
             if inode is not None:
-                cat.execute("UPDATE inodes SET bitfile=? WHERE id=?", (bid, inode))
+                ns.set_attrs(inode, bitfile=bid)
                 rep.files += 1
             rep.versions += 1
             live = "active" if inode is not None else "deleted"
@@ -455,10 +450,17 @@ def _file(ns: Namespace, dirs: dict[str, int], o: Occurrence, uid: int, gid: int
 
 
 def _copy(cat: Catalog, bid: int, o: Occurrence, copy: int, state: str, now: int) -> None:
-    cat.execute(
-        "INSERT INTO tape_copies(bitfile, volume, copy, fileno, block, record, offset, length, "
-        "state, written_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (bid, o.volume, copy or 1, o.fileno, o.block, o.record, o.offset, o.size, state, now),
+    TapeFiles(cat).add_copy(
+        bid,
+        o.volume,
+        copy=copy or 1,
+        fileno=o.fileno,
+        block=o.block,
+        record=o.record,
+        offset=o.offset,
+        length=o.size,
+        state=state,
+        written_ns=now,
     )
 
 
@@ -467,7 +469,8 @@ def _volume(cat: Catalog, config: Config, vs: VolumeScan, files: int) -> None:
         return
     families = Counter(pool_name(o.family, o.copy) for o in vs.members)
     family = families.most_common(1)[0][0] if families else None
-    capacity = int(cat.value("SELECT capacity FROM volumes WHERE label=?", (vs.label,)) or 0)
+    vol = VolumeClerk(cat).get(vs.label)
+    capacity = vol.capacity if vol is not None else 0
     # the mover's rule: a volume that cannot take a file of two records is full
     least = 2 * (vs.block_size or config.library.block_size)
     left = vs.remaining if vs.remaining is not None else capacity - vs.bytes
@@ -477,22 +480,18 @@ def _volume(cat: Catalog, config: Config, vs: VolumeScan, files: int) -> None:
         state, error = "full", None
     else:
         state, error = "writable", None
-    cat.execute(
-        "UPDATE volumes SET state=?, error=?, family=?, label_format=?, volser=?, block_size=?, "
-        "eod_block=?, next_fileno=?, files=?, bytes_used=? WHERE label=?",
-        (
-            state,
-            error,
-            family,
-            vs.layout,
-            vs.volser or (volser_for(vs.label) if vs.layout == ANSI else None),
-            vs.block_size,
-            vs.eod_block,
-            vs.data_files,
-            files,
-            vs.bytes,
-            vs.label,
-        ),
+    RebuiltCatalog(cat).record_volume(
+        vs.label,
+        state=state,
+        error=error,
+        family=family,
+        label_format=vs.layout,
+        volser=vs.volser or (volser_for(vs.label) if vs.layout == ANSI else None),
+        block_size=vs.block_size,
+        eod_block=vs.eod_block,
+        next_fileno=vs.data_files,
+        files=files,
+        bytes_used=vs.bytes,
     )
 
 
@@ -501,21 +500,18 @@ def _adopt_cache(config: Config, cat: Catalog, rep: RebuildReport) -> None:
     cc = config.cache
     cache = Cache(cc.path, cc.size, cc.high_watermark, cc.low_watermark)
     lost = config.archive / "lost+found"
+    files = FileClerk(cat, config.archive_id)
     for bfid in sorted(cache.bfids()):
-        row = cat.one(
-            "SELECT id, size, adler32, crc32c FROM bitfiles WHERE bfid=? AND state=?",
-            (bfid, RELEASED),
-        )
+        bf = files.by_bfid(bfid)
         path = cache.path(bfid)
-        if row is not None and path.stat().st_size == row[1]:
+        if bf is not None and bf.state == RELEASED and path.stat().st_size == bf.size:
             fd = os.open(path, os.O_RDONLY)
             try:
-                sums = file_sums(fd, row[1])
+                sums = file_sums(fd, bf.size)
             finally:
                 os.close(fd)
-            if (sums.adler32, sums.crc32c) == (row[2], row[3]):
-                with cat.tx():
-                    cat.execute("UPDATE bitfiles SET state=? WHERE id=?", (ARCHIVED, row[0]))
+            if (sums.adler32, sums.crc32c) == (bf.adler32, bf.crc32c):
+                files.set_state(bf.id, ARCHIVED)
                 rep.cached += 1
                 continue
         lost.mkdir(exist_ok=True)
