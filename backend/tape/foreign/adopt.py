@@ -1,33 +1,21 @@
-"""Foreign volumes: tapes written by other programs, adopted read-only (`reelfs import-volume`).
+"""Adopting a scanned foreign volume: its files in the namespace, the volume readonly.
 
-A foreign volume is scanned once, tape file by tape file: ANSI label files are skipped,
-tar (v7, ustar, GNU, pax) and cpio (odc, newc, crc) tape files are read member by member
-(every file's data read and checksummed with adler32 and CRC-32C, the record and byte offset
-of its header noted) and anything else (compressed, unknown) is reported and skipped. The
-files then appear in the namespace under the chosen directory as released files with one
-tape copy each, whose `format` tells the recall how to read the member back
-(`read_member`): tar members through `drivers.formats.pax.read_member`, cpio members
-through `drivers.formats.cpio`. Since the checksums were computed at import, recalls of
-foreign files are verified like any other.
-
-The volume becomes `readonly` with origin `foreign`. Nothing is ever written to it: the
-library manager only writes `writable` volumes, and the mover refuses foreign ones anyway.
-While the scan runs the volume is `noaccess`, so no mover takes it for anything else.
+`check_volume` and `check_target` refuse what must not be imported (a volume of this
+archive holding data, an import directory that is not new or empty); `prepare_volume`
+brings the cartridge into a storage slot and the catalog as a foreign volume being
+imported (noaccess, so no mover takes it meanwhile); `adopt` creates, in one transaction,
+the directories, files, symlinks and hard links of the members under the import
+directory, each file released with one tape copy, and makes the volume a readonly foreign
+one; `import_failed` leaves it out of service, saying why.
 """
 
 from __future__ import annotations
 
 import errno
 import stat
-import tarfile
 import time
-from array import array
-from bisect import bisect_right
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
 
-from backend.cache.checksum import Checksummer
 from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.files import FileClerk
@@ -37,244 +25,10 @@ from backend.catalog.schema import ROOT_INODE
 from backend.catalog.tapefiles import TapeFiles
 from backend.catalog.volumes import BLANK, NOACCESS, VolumeClerk
 from backend.errors import ArchiveError, FsError
+from backend.tape.foreign.scan import ScannedMember, ScanResult
 from backend.tape.layout import ANSI, NONE, volume_format
-from backend.tape.walker import Kind, VolumeWalk
-from drivers.formats import cpio, pax
 from drivers.formats.archive import MemberType
-from drivers.formats.errors import FormatError
-from drivers.formats.foreign import DEFAULT_MAX_RECORD, Format
-from drivers.formats.records import MemberStream, RecordSource
-from drivers.formats.tarheaders import HeaderReader, mtime_ns
-from drivers.tape import ElementType, MediaChanger, TapeDrive
-
-DataCallback = Callable[[memoryview], None]
-
-_TAR_KINDS = {
-    tarfile.REGTYPE: MemberType.FILE,
-    tarfile.AREGTYPE: MemberType.FILE,
-    tarfile.CONTTYPE: MemberType.FILE,
-    tarfile.DIRTYPE: MemberType.DIRECTORY,
-    tarfile.SYMTYPE: MemberType.SYMLINK,
-    tarfile.LNKTYPE: MemberType.HARDLINK,
-    tarfile.CHRTYPE: MemberType.CHAR_DEVICE,
-    tarfile.BLKTYPE: MemberType.BLOCK_DEVICE,
-    tarfile.FIFOTYPE: MemberType.FIFO,
-}
-
-
-class _Tracking(RecordSource):
-    """A RecordSource that remembers where each record starts, so that a byte position in
-    the tape file becomes (record, offset): foreign records need not all be one size."""
-
-    def __init__(self, drive: TapeDrive, max_record: int) -> None:
-        super().__init__(drive, max_record)
-        self.starts = array("q")
-        self.total = 0  # bytes of the records fetched so far
-
-    def _next_chunk(self) -> memoryview | None:
-        chunk = super()._next_chunk()
-        if chunk is not None:
-            self.starts.append(self.total)
-            self.total += len(chunk)
-        return chunk
-
-    def where(self, pos: int) -> tuple[int, int]:
-        i = bisect_right(self.starts, pos) - 1
-        if i < 0:
-            raise FormatError(f"byte {pos} is before the first record of the tape file")
-        return i, pos - self.starts[i]
-
-
-@dataclass
-class ScannedMember:
-    name: str
-    type: MemberType
-    size: int
-    mode: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    linkname: str = ""
-    ino: int = 0
-    nlink: int = 0
-    fileno: int = 0  # data file on the volume, from 0
-    block: int = 0  # the data file's first record
-    record: int = 0  # the record holding the member's first header byte, from `block`
-    offset: int = 0  # that byte's offset in the record
-    format: str = ""
-    adler32: int = 1
-    crc32c: int = 0
-
-
-@dataclass
-class ScanResult:
-    members: list[ScannedMember] = field(default_factory=list)
-    data_files: int = 0
-    labelled: bool = False
-    volser: str | None = None
-    eod_block: int = 0
-    bytes: int = 0  # bytes in all the records read
-    formats: dict[str, int] = field(default_factory=dict)  # format -> data files
-    skipped: list[str] = field(default_factory=list)  # what was not imported, and why
-
-
-def _header_length(fmt: Format, name: str) -> int:
-    namesize = len(name.encode("utf-8", "surrogateescape")) + 1
-    if fmt == Format.CPIO_ODC:
-        return 76 + namesize
-    return 110 + namesize + (-(110 + namesize) % 4)
-
-
-def scan_volume(
-    drive: TapeDrive,
-    *,
-    max_record: int = DEFAULT_MAX_RECORD,
-    progress: Callable[[ScanResult], None] | None = None,
-) -> ScanResult:
-    """Read a foreign volume from BOT to end of data (see the module docstring)."""
-    res = ScanResult()
-    walk = VolumeWalk(drive, max_record, _Tracking)
-    for tf in walk:
-        source = tf.source
-        where = f"data file {tf.data_file} (block {tf.start})"
-        if tf.kind == Kind.LABEL:
-            res.labelled = True
-            vol1 = tf.vol1() if res.volser is None else None
-            if vol1 is not None:
-                res.volser = vol1.volser
-        elif tf.kind in (Kind.TAR, Kind.CPIO):
-            assert tf.data_file is not None
-            before = len(res.members)
-            try:
-                if tf.kind == Kind.TAR:
-                    _scan_tar(source, tf.format, res, tf.data_file, tf.start)
-                else:
-                    _scan_cpio(source, tf.format, res, tf.data_file, tf.start)
-            except FormatError as e:
-                # what was read before the damage stays importable; the rest is reported
-                res.skipped.append(f"{where}: {e.message}")
-            tf.finish()
-            res.formats[tf.format.value] = res.formats.get(tf.format.value, 0) + 1
-            if len(res.members) == before:
-                res.skipped.append(f"{where}: no members")
-        elif tf.kind == Kind.OTHER:
-            res.skipped.append(f"{where}: {tf.format.value}, not a tar or cpio archive")
-        tf.finish()
-        if tf.data_file is not None:
-            res.data_files = tf.data_file + 1
-        res.bytes += source.total
-        if progress is not None:
-            progress(res)
-    assert walk.eod_block is not None  # the walk ends at end of data or raises
-    res.eod_block = walk.eod_block
-    return res
-
-
-def _member(
-    res: ScanResult,
-    fmt: Format,
-    fileno: int,
-    start: int,
-    **kw: Any,
-) -> ScannedMember:
-    m = ScannedMember(fileno=fileno, block=start, format=fmt.value, **kw)
-    res.members.append(m)
-    return m
-
-
-def _checksum(m: ScannedMember, stream: MemberStream) -> None:
-    ck = Checksummer()
-    stream.copy_to(None, ck.update)
-    m.adler32, m.crc32c = ck.adler, ck.crc
-
-
-def _scan_tar(source: _Tracking, fmt: Format, res: ScanResult, fileno: int, start: int) -> None:
-    reader = HeaderReader(source)
-    while True:
-        header_at = source.position
-        ti = reader.next_header()
-        if ti is None:
-            return
-        kind = MemberType.SPARSE if ti.sparse is not None else _TAR_KINDS.get(ti.type)
-        if kind is None:
-            kind = MemberType.OTHER
-        is_file = kind == MemberType.FILE
-        m = _member(
-            res,
-            fmt,
-            fileno,
-            start,
-            name=ti.name,
-            type=kind,
-            size=ti.size if is_file else 0,
-            mode=ti.mode & 0o7777,
-            mtime_ns=mtime_ns(ti),
-            uid=ti.uid,
-            gid=ti.gid,
-            linkname=ti.linkname,
-        )
-        if is_file:
-            m.record, m.offset = source.where(header_at)
-            _checksum(m, MemberStream(source, ti.size, ti.name))
-        reader.skip_to_next(f"data of {ti.name!r}")
-
-
-def _scan_cpio(source: _Tracking, fmt: Format, res: ScanResult, fileno: int, start: int) -> None:
-    for am in cpio.iter_cpio(source):
-        m = _member(
-            res,
-            fmt,
-            fileno,
-            start,
-            name=am.name,
-            type=am.type,
-            size=am.size if am.type == MemberType.FILE else 0,
-            mode=am.mode,
-            mtime_ns=am.mtime_ns,
-            uid=am.uid,
-            gid=am.gid,
-            linkname=am.linkname,
-            ino=am.ino,
-            nlink=am.nlink,
-        )
-        if am.type == MemberType.FILE:
-            # the generator stops at the data: the header is just before it
-            m.record, m.offset = source.where(source.position - _header_length(fmt, am.name))
-            _checksum(m, am.data)
-
-
-def read_member(
-    drive: TapeDrive,
-    fmt: str,
-    offset: int,
-    dest: BinaryIO,
-    *,
-    on_data: DataCallback | None = None,
-    max_record: int = DEFAULT_MAX_RECORD,
-) -> int:
-    """Recall: copy the data of the foreign member whose header starts `offset` bytes into
-    the record at the drive's position to `dest`; returns its size. The drive must be in
-    variable-length mode."""
-    f = Format(fmt)
-    if f.is_tar:
-        block = max(max_record, (offset // tarfile.BLOCKSIZE + 1) * tarfile.BLOCKSIZE)
-        return pax.read_member(drive, block, offset, dest, on_data=on_data).size
-    if f.is_cpio:
-        source = RecordSource(drive, max_record)
-        source.skip(offset, "record before the cpio header")
-        members = cpio.iter_cpio(source)
-        try:
-            m = next(members, None)
-            if m is None or m.type != MemberType.FILE:
-                raise FormatError(f"no cpio file member at byte {offset} of the record")
-            m.data.copy_to(dest, on_data)
-            return m.size
-        finally:
-            members.close()
-    raise FormatError(f"cannot read a member of a {fmt} tape file")
-
-
-# -- adoption ------------------------------------------------------------------------------
+from drivers.tape import ElementType, MediaChanger
 
 
 @dataclass
@@ -461,12 +215,12 @@ def adopt(
                         ns.link(inode, parent_of(parts), parts[-1])
                         rep.hardlinks += 1
                         if m.size:
-                            _set_data(cat, ns, files, inode, m, barcode, now)
+                            _set_data(cat, ns, inode, m, barcode, now)
                             rep.bytes += m.size
                         continue
-                    inode = _new_file(cat, ns, files, parent_of(parts), parts, m, owner, made)
+                    inode = _new_file(ns, files, parent_of(parts), parts, m, owner, made)
                     bf = files.create(inode, family=family, size=m.size)
-                    _set_data(cat, ns, files, inode, m, barcode, now, bitfile=bf.id)
+                    _set_data(cat, ns, inode, m, barcode, now, bitfile=bf.id)
                     made[tuple(parts)] = inode
                     if m.nlink > 1 and m.format.startswith("cpio"):
                         links[key_link] = inode
@@ -511,7 +265,6 @@ def _mkdirs(ns: Namespace, base: int, parts: list[bytes], uid: int, gid: int) ->
 
 
 def _new_file(
-    cat: Catalog,
     ns: Namespace,
     files: FileClerk,
     parent: int,
@@ -537,7 +290,6 @@ def _new_file(
 def _set_data(
     cat: Catalog,
     ns: Namespace,
-    files: FileClerk,
     inode: int,
     m: ScannedMember,
     barcode: str,
