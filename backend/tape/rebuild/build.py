@@ -1,33 +1,9 @@
-"""Rebuilding the catalog from the tapes alone: `reelfs rebuild-catalog --from-tapes`.
+"""Rebuilding the catalog from scans of every volume (see backend.tape.rebuild).
 
-Every volume in the library is read (labels, pax headers, the `REELFS.*` records of every
-member; the data is spaced over, not read) and a new catalog is made from what is found:
-
-* volumes: layout (VOL1 or none), block size, end of data, data files, bytes, family
-  (the pool of the copies it holds: `FAMILY#k` for copy k >= 2, backend.catalog.pools);
-* bitfiles: one per `REELFS.bfid` of this archive, with its bfid (and so its id) kept.
-  A bfid met more than once with different data (a file changed while it was being
-  written, whose first copy the mover then discarded) keeps the data with the newest
-  mtime; every place that data is on tape becomes one of its tape copies (copy 1, 2...
-  in the order of their `REELFS.copy`, then of volumes), the other places deleted copies;
-* the namespace: each bitfile's `REELFS.path`; of several bitfiles with one path the
-  newest (highest id: created last) wins, the others are kept as deleted versions.
-  Directories are created as needed (mode 755, owned by whoever rebuilds); a directory
-  whose files all belong to one family gets it as `user.reelfs.file_family`.
-
-Only what a mover committed counts: a data file cut short by a crash (no filemark, or
-on a labelled volume no trailer labels) is left out, and the volume's end of data is
-put before it, as the lost catalog had it.
-
-What the tapes cannot tell is lost with the catalog: renames and deletions made after a
-file was written (it comes back under its old path), empty directories, directory
-modes, policy xattrs other than the family, files never written to tape. Cache files of
-rebuilt files are kept when their checksums match (the file is then `archived`); any
-other cache file is moved to ARCHIVE/lost+found, never deleted.
-
-The new catalog is written beside the old one and renamed into place at the end; an
-existing catalog is kept as `catalog.db.before-rebuild.TIME` (and only replaced with
-`--force`).
+`rebuild` scans the library's volumes (backend.tape.rebuild.scan) into a new catalog beside
+the old one: for each bfid of this archive the data it keeps and every place it is on
+tape, the namespace from the members' `REELFS.path`, each volume's state and pool, the
+cache files whose data is a rebuilt file's; then it renames the new catalog into place.
 """
 
 from __future__ import annotations
@@ -45,7 +21,7 @@ from backend.cache.checksum import file_sums
 from backend.cache.store import Cache
 from backend.catalog import events, meta
 from backend.catalog.db import Catalog, open_catalog
-from backend.catalog.families import MAX_COPIES, pool_name
+from backend.catalog.families import pool_name
 from backend.catalog.files import ARCHIVED, DELETED, RELEASED, FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.rebuild import RebuiltCatalog
@@ -56,59 +32,13 @@ from backend.config import Config, parse_size
 from backend.errors import ArchiveError, FsError
 from backend.library.offline import volume_in_drive
 from backend.library.reconcile import reconcile_library
-from backend.tape.layout import ANSI, BOT_READ, NONE, read_bot, volser_for
-from backend.tape.walker import Kind, VolumeWalk
-from drivers.formats import pax
-from drivers.formats.errors import FormatError
-from drivers.formats.records import RecordSource
-from drivers.formats.tarheaders import HeaderReader
+from backend.tape.layout import ANSI, volser_for
+from backend.tape.rebuild.scan import Occurrence, VolumeScan, scan_volume
 from drivers.library import open_library
-from drivers.tape import Library, TapeDrive, TapeError
+from drivers.tape import Library
 
 #: a volume is full once this much of it is used (the drives' early warning)
 FULL_FRACTION = 0.95
-
-
-@dataclass
-class Occurrence:
-    """One member written by a reelfs mover, where it is on tape and what it says."""
-
-    volume: str
-    fileno: int
-    block: int
-    record: int
-    offset: int
-    name: str
-    size: int
-    mtime_ns: int
-    mode: int
-    uid: int
-    gid: int
-    bfid: str
-    version: int
-    family: str
-    path: str
-    archive: str
-    adler32: int | None
-    crc32c: int | None
-    order: int = 0  # position in the scan, volume by volume: later means written later
-    copy: int = 1  # REELFS.copy: which of the family's tape copies (its pool)
-
-
-@dataclass
-class VolumeScan:
-    label: str
-    blank: bool = False
-    layout: str = NONE
-    volser: str | None = None
-    block_size: int | None = None
-    eod_block: int = 0
-    data_files: int = 0
-    bytes: int = 0
-    members: list[Occurrence] = field(default_factory=list)
-    foreign_files: int = 0  # data files that are not reelfs pax
-    remaining: int | None = None  # what the drive says is left before early warning
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,124 +56,6 @@ class RebuildReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _hex(value: str | None) -> int | None:
-    try:
-        return int(value, 16) if value else None
-    except ValueError:
-        return None
-
-
-def scan_volume(drive: TapeDrive, label: str, order_base: int = 0) -> VolumeScan:
-    """Read a reelfs volume's labels and pax headers from BOT to end of data."""
-    vs = VolumeScan(label)
-    bot = read_bot(drive)
-    if bot.kind == "blank":
-        vs.blank = True
-        return vs
-    if bot.vol1 is not None:
-        vs.layout, vs.volser = ANSI, bot.vol1.volser
-    # a data file of a labelled volume awaiting its trailer labels: members, bytes, number
-    unconfirmed: tuple[list[Occurrence], int, int] | None = None
-    for tf in VolumeWalk(drive, BOT_READ, RecordSource):
-        if tf.kind == Kind.LABEL:
-            ended_by = tf.finish()
-            if tf.label == "EOF1" and unconfirmed is not None and ended_by == "filemark":
-                vs.members += unconfirmed[0]
-                vs.bytes += unconfirmed[1]
-                vs.eod_block, vs.data_files = tf.end, unconfirmed[2] + 1
-                unconfirmed = None
-            continue
-        if tf.kind == Kind.EMPTY:
-            continue
-        assert tf.data_file is not None
-        fileno = tf.data_file
-        if unconfirmed is not None:
-            vs.notes.append(f"{label} data file {unconfirmed[2]} has no trailer labels: left out")
-            unconfirmed = None
-        members: list[Occurrence] = []
-        record_len = tf.first_record_length or 0
-        if tf.kind == Kind.TAR and record_len and record_len % 512 == 0:
-            vs.block_size = vs.block_size or record_len
-            tf.source.fixed_size = record_len  # reelfs records are all one size: space over data
-            try:
-                members = _pax_members(tf.source, label, fileno, tf.start, order_base)
-            except FormatError as e:
-                vs.notes.append(f"{label} data file {fileno}: {e.message}; left out")
-                members = []
-        else:
-            vs.foreign_files += 1
-            vs.notes.append(f"{label} data file {fileno} is {tf.format.value}, not reelfs data")
-        complete = tf.finish() == "filemark"
-        nbytes = max(0, tf.end - tf.start - 1) * record_len
-        if not complete:
-            vs.notes.append(
-                f"{label} data file {fileno} ends without a filemark (a write cut short): left out"
-            )
-            break
-        if vs.layout == NONE:
-            vs.members += members
-            vs.bytes += nbytes
-            vs.eod_block, vs.data_files = tf.end, fileno + 1
-        else:
-            unconfirmed = (members, nbytes, fileno)
-    if unconfirmed is not None:
-        vs.notes.append(f"{label} data file {unconfirmed[2]} has no trailer labels: left out")
-    try:
-        vs.remaining = drive.remaining_capacity()
-    except TapeError:
-        vs.remaining = None
-    return vs
-
-
-def _pax_members(
-    source: RecordSource, label: str, fileno: int, start: int, order_base: int
-) -> list[Occurrence]:
-    reader = HeaderReader(source)
-    out: list[Occurrence] = []
-    while True:
-        record, offset = source.location()
-        ti = reader.next_header()
-        if ti is None:
-            return out
-        if ti.isreg():
-            info = pax.member_info(ti)
-            r = info.records
-            bfid = r.get(pax.REELFS_BFID)
-            if bfid:
-                out.append(
-                    Occurrence(
-                        volume=label,
-                        fileno=fileno,
-                        block=start,
-                        record=record,
-                        offset=offset,
-                        name=info.name,
-                        size=info.size,
-                        mtime_ns=info.mtime_ns,
-                        mode=info.mode,
-                        uid=info.uid,
-                        gid=info.gid,
-                        bfid=bfid,
-                        version=int(r.get(pax.REELFS_VERSION, "1") or 1),
-                        family=r.get(pax.REELFS_FAMILY, "") or "default",
-                        path=r.get(pax.REELFS_PATH) or "/" + info.name,
-                        archive=r.get(pax.REELFS_ARCHIVE, ""),
-                        adler32=_hex(r.get(pax.REELFS_ADLER32)),
-                        crc32c=_hex(r.get(pax.REELFS_CRC32C)),
-                        order=order_base + start * 1_000_000 + record,
-                        copy=_copy_number(r.get(pax.REELFS_COPY)),
-                    )
-                )
-        reader.skip_to_next(f"data of {ti.name!r}")
-
-
-def _copy_number(text: str | None) -> int:
-    """REELFS.copy, absent from first copies; anything unusable counts as copy 1."""
-    if text and text.isdigit() and 1 <= int(text) <= MAX_COPIES:
-        return int(text)
-    return 1
 
 
 def _capacity(config: Config, lib_path: Path, barcode: str, default: int) -> int:
