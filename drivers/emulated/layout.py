@@ -67,6 +67,8 @@ def is_cleaning(barcode: str) -> bool:
 
 @dataclass(frozen=True)
 class DriveDescription:
+    """One drive of the library as created: its name, serial and element address."""
+
     name: str
     serial: str
     address: int

@@ -29,6 +29,8 @@ DEFAULT_MAX_RECORD = 1 << 20
 
 
 class Format(enum.StrEnum):
+    """What a tape file holds, as `sniff` tells from its first bytes."""
+
     REELFS_PAX = "reelfs-pax"  # pax whose first member carries REELFS.* records
     PAX = "pax"
     USTAR = "ustar"

@@ -48,6 +48,8 @@ class Status(enum.IntEnum):
 
 
 class Direction(enum.IntEnum):
+    """Which way a command's data goes."""
+
     NONE = 0
     READ = 1  # data in, from the device
     WRITE = 2  # data out, to the device
@@ -142,6 +144,8 @@ def timeout_for(cdb: bytes | bytearray) -> float:
 
 
 class PyScsiCommand(Protocol):
+    """What `ScsiDevice.execute` uses of a PyScsi command object."""
+
     cdb: bytearray
     dataout: bytearray
     datain: bytearray

@@ -195,6 +195,8 @@ def clean_drive(
 
 @dataclass(frozen=True)
 class Returned:
+    """A cartridge `return_cartridges` took from a drive back to a slot."""
+
     barcode: str | None
     drive_element: int
     slot: int

@@ -33,6 +33,8 @@ from drivers.tape import ElementType, MediaChanger
 
 @dataclass
 class ImportReport:
+    """What `adopt` made of a foreign volume, and what it left out and why."""
+
     volume: str
     directory: str
     files: int = 0

@@ -52,6 +52,8 @@ class _Tracking(RecordSource):
 
 @dataclass
 class ScannedMember:
+    """One member of a foreign tape file: its metadata, where its header is, its data's sums."""
+
     name: str
     type: MemberType
     size: int
@@ -73,6 +75,8 @@ class ScannedMember:
 
 @dataclass
 class ScanResult:
+    """What `scan_volume` found on a foreign volume, member by member."""
+
     members: list[ScannedMember] = field(default_factory=list)
     data_files: int = 0
     labelled: bool = False

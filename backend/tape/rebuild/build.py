@@ -43,6 +43,8 @@ FULL_FRACTION = 0.95
 
 @dataclass
 class RebuildReport:
+    """What `rebuild` made of the tapes, for `reelfs rebuild-catalog` to print."""
+
     volumes_scanned: int = 0
     files: int = 0
     versions: int = 0  # bitfiles, deleted versions included

@@ -50,6 +50,8 @@ class Occurrence:
 
 @dataclass
 class VolumeScan:
+    """What `scan_volume` found on one volume: its layout, end of data, usage and members."""
+
     label: str
     blank: bool = False
     layout: str = NONE
