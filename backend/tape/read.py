@@ -8,7 +8,7 @@ are read and checked (HDR1's file sequence number is FILENO + 1) and skipped. Da
 of foreign volumes are found by the catalog's record of them.
 
 The same code runs in a mover of the daemon (the archive is mounted; see
-backend.tapejobs) and on a drive of the library taken offline (backend.offline).
+backend.admin.tapes) and on a drive of the library taken offline (backend.library.offline).
 """
 
 from __future__ import annotations

@@ -137,5 +137,6 @@ class VolumeWalk(Generic[S]):
                 self.eod_block = tf.end
                 return
             number += 1
-            data_files += data
+            if data:
+                data_files += 1
             start = tf.end
