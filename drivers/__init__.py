@@ -1,35 +1,6 @@
 """Tape drives, media changers and on-tape formats; nothing here knows the catalog.
 
-`open_library(spec, base)` turns the `[library]` table of an archive's `reelfs.toml` into a
-`drivers.tape.Library` (a changer and its drives).
+`drivers.tape` holds the interfaces every driver implements, `drivers.library` opens the
+library an archive's `[library]` table describes (`drivers.emulated` or `drivers.scsi`),
+`drivers.formats` knows the bytes on tape.
 """
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-from drivers.tape import Library
-
-
-class LibraryConfigError(ValueError):
-    """The `[library]` table cannot describe a usable library."""
-
-
-def open_library(spec: Mapping[str, Any], base: Path) -> Library:
-    """Open the library described by `spec` (paths in it are relative to `base`)."""
-    kind = spec.get("type", "emulated")
-    if kind == "emulated":
-        from drivers.emulated import open_library as open_emulated
-
-        return open_emulated(base / spec.get("path", "library"))
-    if kind == "scsi":
-        from drivers.scsi import open_library as open_scsi
-
-        changer = spec.get("changer")
-        drives = spec.get("drives")
-        if not changer or not drives:
-            raise LibraryConfigError("[library] type = \"scsi\" needs 'changer' and 'drives'")
-        return open_scsi(changer, list(drives), spec.get("drive_elements"))
-    raise LibraryConfigError(f"unknown library type {kind!r} (expected 'emulated' or 'scsi')")

@@ -69,14 +69,20 @@ class TapeError(Exception):
 
 
 class MediaError(TapeError):
+    """The cartridge is at fault."""
+
     error_class = ErrorClass.MEDIA
 
 
 class DriveError(TapeError):
+    """The drive (or the path to it) is at fault."""
+
     error_class = ErrorClass.DRIVE
 
 
 class NotReadyError(TapeError):
+    """No medium, becoming ready, door open: try again later."""
+
     error_class = ErrorClass.NOT_READY
 
 
@@ -93,6 +99,8 @@ class BlankCheckError(TapeError):
 
 
 class IllegalRequestError(TapeError):
+    """A command the device refused as invalid or unsupported."""
+
     error_class = ErrorClass.ILLEGAL_REQUEST
 
 
@@ -103,6 +111,8 @@ class WriteProtectedError(TapeError):
 
 
 class RecoverableError(TapeError):
+    """The command can be retried, or its result used as it is."""
+
     error_class = ErrorClass.RECOVERABLE
 
 
@@ -137,6 +147,8 @@ class FilemarkDetected(Exception):
 
 
 class SpaceUnit(enum.StrEnum):
+    """What `TapeDrive.space` counts."""
+
     BLOCKS = "blocks"
     FILEMARKS = "filemarks"
     END_OF_DATA = "eod"
@@ -156,6 +168,8 @@ class Position:
 
 @dataclass
 class DriveStatus:
+    """What a drive says of itself and its cartridge."""
+
     ready: bool
     loaded: bool
     write_protected: bool = False
@@ -298,6 +312,8 @@ class TapeDrive(abc.ABC):
 
 
 class ElementType(enum.StrEnum):
+    """The kinds of changer element."""
+
     TRANSPORT = "transport"
     SLOT = "slot"
     IMPORT_EXPORT = "import_export"
@@ -320,6 +336,8 @@ class Element:
 
 @dataclass
 class Inventory:
+    """The changer's elements and what they hold, as one inventory found them."""
+
     elements: list[Element] = field(default_factory=list)
 
     def of_type(self, kind: ElementType) -> list[Element]:
@@ -362,6 +380,10 @@ class MediaChanger(abc.ABC):
 
     def close(self) -> None:  # noqa: B027
         """Release the device."""
+
+
+class LibraryConfigError(ValueError):
+    """The `[library]` table cannot describe a usable library."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from backend.cache.store import Cache
 from backend.catalog.db import Catalog, open_catalog
 from backend.config import Config
 from backend.library.offline import volume_in_drive
-from drivers import open_library
+from drivers.library import open_library
 from drivers.tape import Library, MediaChanger, TapeDrive
 
 T = TypeVar("T")

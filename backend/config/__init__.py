@@ -1,10 +1,12 @@
 """An archive's configuration: `reelfs.toml` in the archive directory, overridable per command.
 
-The package holds every configuration reelfs reads, each as typed models (pydantic):
+Every value is a typed model (pydantic):
 `model` (reelfs.toml's sections and `Config`), `load` (reading, defaults, overrides),
 `write` (TOML out), `units` (sizes like ``"2GiB"``, durations like ``"30s"``), `errors`
-(one precise line per problem), and the replication files: `post` ([post] and [serve]),
-`subscribe` and `watch` (sr3-style files), `replication` (what those two share).
+(one precise line per problem), `values` (the base model and value types). Replication's
+own configurations are typed the same way with these parts, beside the code they
+configure: backend.replication.post_config ([post] and [serve]), .subscribe.config and
+.watch_config (sr3-style files), .sr3_config (what those two share).
 
 Callers import from here: ``from backend.config import Config, load, parse_size``.
 """

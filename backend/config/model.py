@@ -3,7 +3,7 @@ code reads (``config.cache.size``, ``config.families``, ``config.catalog_path``.
 
 Defaults are written as the file would write them (``"4GiB"``) and validated like any
 value. [post] and [serve] pass through untouched here: the mount checks them
-(`backend.config.post`), so that `reelfs init` can write a half-made [post] that the
+(backend.replication.post_config), so that `reelfs init` can write a half-made [post] that the
 user completes before mounting.
 """
 
@@ -187,7 +187,7 @@ class ConfigFile(Model):
     recall: RecallSection
     mount: MountConfig
     families: dict[Annotated[str, AfterValidator(_family_name)], FamilySection] = {}
-    post: Any = None  # checked by backend.config.post when the archive is mounted
+    post: Any = None  # checked by backend.replication.post_config when the archive is mounted
     serve: Any = None
 
     @model_validator(mode="before")

@@ -40,7 +40,7 @@ from backend.library.manager import LibraryManager
 from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverContext, MoverHooks
-from drivers import open_library
+from drivers.library import open_library
 from drivers.tape import ElementType, Library, TapeDrive
 
 log = logging.getLogger("reelfs.daemon")

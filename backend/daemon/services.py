@@ -16,13 +16,13 @@ from typing import Any
 from backend.cache.store import Cache
 from backend.catalog.db import Catalog
 from backend.config import Config
-from backend.config.post import load_post, load_serve
 from backend.errors import ArchiveError
 from backend.replication.archive_source import ArchiveSource
 from backend.replication.credentials import Credentials, CredentialsError
 from backend.replication.http_service import serve
 from backend.replication.journal import ChangeJournal
 from backend.replication.outbox import Publisher
+from backend.replication.post_config import load_post, load_serve
 from backend.replication.poster import ArchivePoster
 
 log = logging.getLogger("reelfs.daemon")

@@ -10,7 +10,7 @@ never claim the same requests or the same volume. The policy, in order:
 4. writes, batched per file family, for families that are due (an urgent request, a
    full batch of large files, the oldest large file older than `flush_delay`, or the
    family's small files making a full aggregate or the oldest older than `[aggregation]
-   age`: see backend.tape.aggregation), at most `width` volumes of a family being written at
+   age`: see backend.library.aggregation), at most `width` volumes of a family being written at
    once; a batch is one aggregate of small files, or large files;
    the volume is chosen by backend.library.selection.
 

@@ -16,7 +16,7 @@ from backend.catalog.db import Catalog
 from backend.catalog.files import FileClerk
 from backend.catalog.queue import Request
 from backend.catalog.volumes import WRITABLE, Volume, VolumeClerk
-from backend.tape.aggregation import is_small
+from backend.library.aggregation import is_small
 
 #: an aggregated member's pax and ustar headers (with a long path) and padding, at most
 MEMBER_OVERHEAD = 8192

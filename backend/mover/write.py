@@ -1,6 +1,6 @@
 """The write transfer: a mover appends a batch of files to its volume.
 
-Small files are aggregated (backend.tape.aggregation): each tape file is one pax archive
+Small files are aggregated (backend.library.aggregation): each tape file is one pax archive
 of one or many members (drivers.formats.pax), between ANSI header and trailer labels on
 a labelled volume (VOL1 is written at a blank volume's first use). Once the tape file's
 last filemark is on tape, and it read back right when the family asks for
@@ -29,11 +29,11 @@ from backend.catalog.files import ARCHIVED, DIRTY, Bitfile
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import Request, RequestQueue
 from backend.catalog.volumes import FULL, VolumeClerk
+from backend.library.aggregation import plan
 from backend.library.work import Work
 from backend.mover import errors
 from backend.mover.context import RETRY_DELAY, MoverContext, VolumeUnavailable
 from backend.mover.states import Session
-from backend.tape.aggregation import plan
 from backend.tape.layout import (
     ANSI,
     VolumeFormat,

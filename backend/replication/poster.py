@@ -25,7 +25,6 @@ from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.files import ARCHIVED, DIRTY, FileClerk
 from backend.catalog.namespace import Inode, Namespace
 from backend.config import Config
-from backend.config.post import PostConfig
 from backend.errors import FsError
 from backend.replication.identity import (
     block_identities,
@@ -44,6 +43,7 @@ from backend.replication.journal import (
 )
 from backend.replication.message import build_message, topic_for
 from backend.replication.outbox import enqueue
+from backend.replication.post_config import PostConfig
 
 log = logging.getLogger("reelfs.poster")
 

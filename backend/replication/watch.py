@@ -47,7 +47,7 @@ from watchdog.events import (
 
 from backend.catalog import watching
 from backend.catalog.statedb import transaction
-from backend.config.watch import WatchConfig
+from backend.replication.watch_config import WatchConfig
 
 from .filemessages import (
     PostSettings,

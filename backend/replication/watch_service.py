@@ -21,7 +21,7 @@ from watchdog.observers import Observer
 from backend.catalog import outbox
 from backend.catalog.outbox import open_state_db
 from backend.catalog.statedb import connect
-from backend.config.watch import ConfigError, WatchConfig, load_config
+from backend.replication.watch_config import ConfigError, WatchConfig, load_config
 
 from .credentials import Credentials, CredentialsError
 from .http_service import DataServer, DirectorySource, parse_listen, serve

@@ -1,2 +1,3 @@
 """What is on a reelfs tape and how the archive reads it: layout, aggregation, tape read,
-rebuilding the catalog from tapes, and adopting foreign volumes."""
+the walk over a volume's tape files, rebuilding the catalog from tapes (`rebuild`), and
+adopting foreign volumes (`foreign`)."""

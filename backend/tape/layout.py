@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 
 from backend.catalog.db import Catalog
+from backend.catalog.foreign import FOREIGN
+from backend.catalog.tapefiles import TapeFiles
 from drivers.formats.ansi import LabelError, Vol1, variable_records
 from drivers.tape import (
     BlankCheckError,
@@ -36,7 +38,6 @@ from drivers.tape import (
 
 NONE, ANSI = "none", "ansi"
 LAYOUTS = (NONE, ANSI)
-FOREIGN = "foreign"  # volumes.origin of an imported volume
 
 #: objects (two labels and a filemark) of a header group, and of a trailer group
 LABEL_GROUP = 3
@@ -157,10 +158,5 @@ class VolumeFormat:
 
 
 def volume_format(cat: Catalog, label: str) -> VolumeFormat | None:
-    row = cat.one(
-        "SELECT label, label_format, volser, origin, block_size, eod_block, next_fileno "
-        "FROM volumes "
-        "WHERE label=?",
-        (label,),
-    )
-    return None if row is None else VolumeFormat(*row)
+    columns = TapeFiles(cat).format_columns(label)
+    return None if columns is None else VolumeFormat(*columns)

@@ -8,7 +8,7 @@ are read and checked (HDR1's file sequence number is FILENO + 1) and skipped. Da
 of foreign volumes are found by the catalog's record of them.
 
 The same code runs in a mover of the daemon (the archive is mounted; see
-backend.tapejobs) and on a drive of the library taken offline (backend.offline).
+backend.admin.tapes) and on a drive of the library taken offline (backend.library.offline).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from backend.catalog.db import Catalog
+from backend.catalog.tapefiles import TapeFiles
 from backend.errors import ArchiveError
 from backend.tape.layout import ANSI, NONE, read_bot, volume_format
 from drivers.formats.ansi import read_header
@@ -40,9 +41,8 @@ def position(
     drive.set_block_size(0)
     max_record = max((fmt.block_size if fmt else None) or 0, DEFAULT_MAX_RECORD)
     if fmt is not None and fmt.foreign:
-        block = cat.value(  # type: ignore[union-attr]
-            "SELECT MIN(block) FROM tape_copies WHERE volume=? AND fileno=?", (label, fileno)
-        )
+        assert cat is not None  # fmt is the catalog's
+        block = TapeFiles(cat).first_block(label, fileno)
         if block is None:
             raise ArchiveError(
                 f"foreign volume {label}: no files were imported from data file {fileno}"

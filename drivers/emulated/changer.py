@@ -21,6 +21,8 @@ from drivers.tape import (
 
 
 class EmulatedChanger(MediaChanger):
+    """The SMC changer of an emulated library: moves cartridges between its elements."""
+
     def __init__(self, lib: LibraryDir, desc: Description) -> None:
         self._lib = lib
         self._desc = desc

@@ -53,6 +53,8 @@ _COUNTERS = (
 
 
 class EmulatedDrive(TapeDrive):
+    """An SSC tape drive of an emulated library, reading and writing the tape images."""
+
     def __init__(self, lib: LibraryDir, desc: Description, drive: DriveDescription) -> None:
         self.name = drive.name
         self.serial = drive.serial

@@ -49,6 +49,8 @@ _ALLOWED = {
 
 @dataclass(frozen=True)
 class Fault:
+    """One injected fault: what fails, where (volume, block, drive, operation), how often."""
+
     id: int
     kind: str
     volume: str | None = None

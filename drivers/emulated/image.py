@@ -79,6 +79,8 @@ BOOT_ID = _boot_id()
 
 @dataclass
 class CartridgeHeader:
+    """The facts of a cartridge its index file opens with: barcode, capacity, cleaning."""
+
     barcode: str
     capacity: int
     early_warning: int

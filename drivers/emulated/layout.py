@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers import LibraryConfigError
-from drivers.tape import ElementType
+from drivers.tape import ElementType, LibraryConfigError
 
 LIBRARY_FORMAT = "reelfs-emulated-library"
 LIBRARY_VERSION = 1
@@ -68,6 +67,8 @@ def is_cleaning(barcode: str) -> bool:
 
 @dataclass(frozen=True)
 class DriveDescription:
+    """One drive of the library as created: its name, serial and element address."""
+
     name: str
     serial: str
     address: int

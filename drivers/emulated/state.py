@@ -28,6 +28,8 @@ class Occupant:
 
 @dataclass
 class ChangerState:
+    """Which cartridge is in which element, shared by every process using the library."""
+
     elements: dict[int, Occupant | None] = field(default_factory=dict)
 
     def where(self, barcode: str) -> int | None:

@@ -15,6 +15,8 @@ from drivers.formats.records import MemberStream
 
 
 class MemberType(enum.StrEnum):
+    """What an archive member is, whatever the archive format calls it."""
+
     FILE = "file"
     DIRECTORY = "directory"
     SYMLINK = "symlink"
@@ -45,6 +47,8 @@ _BY_MODE = {
 
 @dataclass
 class ArchiveMember:
+    """One member of a tar or cpio archive, its data readable through `data`."""
+
     name: str  # as stored (UTF-8; undecodable bytes as surrogate escapes)
     type: MemberType
     size: int  # bytes of data in `data` (0 for anything but files)

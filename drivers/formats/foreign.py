@@ -29,6 +29,8 @@ DEFAULT_MAX_RECORD = 1 << 20
 
 
 class Format(enum.StrEnum):
+    """What a tape file holds, as `sniff` tells from its first bytes."""
+
     REELFS_PAX = "reelfs-pax"  # pax whose first member carries REELFS.* records
     PAX = "pax"
     USTAR = "ustar"
@@ -143,7 +145,8 @@ def iter_archive(source: ByteSource, fmt: Format | None = None) -> Iterator[Arch
         source.drain()
 
 
-_TAR_TYPES = {
+#: the member type of each tar header type (sparse files aside: tarfile tells them apart)
+TAR_TYPES = {
     tarfile.REGTYPE: MemberType.FILE,
     tarfile.AREGTYPE: MemberType.FILE,
     tarfile.CONTTYPE: MemberType.FILE,
@@ -167,7 +170,7 @@ def iter_tar(source: ByteSource) -> Iterator[ArchiveMember]:
         if ti.sparse is not None:
             kind, size = MemberType.SPARSE, 0
         else:
-            kind = _TAR_TYPES.get(ti.type, MemberType.OTHER)
+            kind = TAR_TYPES.get(ti.type, MemberType.OTHER)
             # tarfile's rule: regular files and unknown types have data, the others none
             has_data = ti.isreg() or ti.type not in tarfile.SUPPORTED_TYPES
             size = ti.size if has_data else 0

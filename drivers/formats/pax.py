@@ -65,6 +65,8 @@ _MAX_ID = 8**7  # ustar's uid/gid field; above it, a pax record
 
 @dataclass
 class MemberInfo:
+    """A pax member's metadata: what the writer is given and the reader gives back."""
+
     name: str  # path inside the archive, UTF-8, any length
     size: int
     mtime_ns: int
@@ -78,6 +80,8 @@ class MemberInfo:
 
 @dataclass(frozen=True)
 class MemberExtent:
+    """Where a member landed in the tape file a `TapeFileWriter` wrote."""
+
     record: int  # index from the start of the tape file of the record with the first header byte
     offset: int  # byte offset of that header byte inside the record
     data_offset: int  # byte offset of the member's data from the start of the tape file

@@ -1,10 +1,12 @@
 """Real tape hardware: SSC tape drives and SMC media changers over iSCSI or Linux SG_IO.
 
-`open_library(changer_url, drive_urls, drive_elements=None)` is what `drivers.open_library`
-calls for `[library] type = "scsi"`. Device URLs are `iscsi://host[:port]/<target-iqn>/<lun>`
-or `/dev/sgN`, optionally followed by `?quirks=tgt|standard`.
+`open_library(changer_url, drive_urls, drive_elements=None)` is what
+`drivers.library.open_library` calls for `[library] type = "scsi"`. Device URLs are
+`iscsi://host[:port]/<target-iqn>/<lun>` or `/dev/sgN`, optionally followed by
+`?quirks=tgt|standard`.
 
-Layout: `device` (transport-neutral command runner), `iscsi` and `sg` (transports), `cdb`
+Layout: `device` (transport-neutral command runner), `iscsi` and `sg` (transports),
+`transport` (which transport a device URL names), `cdb`
 (CDB builders), `commands` (PyScsi's command classes), `sense`, `classify`, `tapealert`,
 `logpages`, `modepages`, `position`, `elements` (decoders), `identity` and `quirks`,
 `drive` (`ScsiTapeDrive`) with `emulation` (tgt's positioning workarounds), `changer`

@@ -15,6 +15,8 @@ MAX_24BIT = (1 << 24) - 1
 
 
 class Op(enum.IntEnum):
+    """The operation codes the drivers send."""
+
     TEST_UNIT_READY = 0x00
     REWIND = 0x01
     REQUEST_SENSE = 0x03
@@ -38,6 +40,8 @@ class Op(enum.IntEnum):
 
 
 class SpaceCode(enum.IntEnum):
+    """SPACE's code field: what is counted."""
+
     BLOCKS = 0
     FILEMARKS = 1
     SEQUENTIAL_FILEMARKS = 2
@@ -45,6 +49,8 @@ class SpaceCode(enum.IntEnum):
 
 
 class ReadPositionForm(enum.IntEnum):
+    """READ POSITION's service action: which form of the answer."""
+
     SHORT = 0x00
     SHORT_VENDOR = 0x01
     LONG = 0x06
@@ -143,6 +149,8 @@ def read_position_length(form: ReadPositionForm) -> int:
 
 
 class LoadAction(enum.IntFlag):
+    """LOAD UNLOAD's byte 4 bits."""
+
     UNLOAD = 0x00
     LOAD = 0x01
     RETENSION = 0x02
@@ -156,6 +164,8 @@ def load_unload(action: LoadAction | int, *, immediate: bool = False) -> bytes:
 
 
 class PageControl(enum.IntEnum):
+    """LOG SENSE's page control: which values of the parameters."""
+
     CURRENT_THRESHOLD = 0
     CURRENT_CUMULATIVE = 1
     DEFAULT_THRESHOLD = 2

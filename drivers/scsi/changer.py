@@ -43,6 +43,8 @@ def is_cleaning(barcode: str | None, prefixes: tuple[str, ...] = CLEANING_PREFIX
 
 
 class ScsiMediaChanger(MediaChanger):
+    """An SMC media changer behind a `ScsiDevice`."""
+
     def __init__(
         self,
         device: ScsiDevice,

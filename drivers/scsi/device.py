@@ -6,8 +6,8 @@ CONDITION is how a read reports a filemark or a short record, and the data that 
 matters). Its `execute(cmd)` and `opcodes` make it a device for PyScsi's
 `pyscsi.pyscsi.scsi.SCSI` and command classes (INQUIRY, MODE SENSE, the SMC commands).
 
-Transports: `iscsi.IscsiDevice` (libiscsi through ctypes) and `sg.SgDevice` (Linux SG_IO);
-`open_device(url)` picks one from the URL.
+Transports: `iscsi.IscsiDevice` (libiscsi through ctypes) and `sg.SgDevice` (Linux SG_IO)
+subclass it; `transport.open_device(url)` picks one from the URL.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +48,8 @@ class Status(enum.IntEnum):
 
 
 class Direction(enum.IntEnum):
+    """Which way a command's data goes."""
+
     NONE = 0
     READ = 1  # data in, from the device
     WRITE = 2  # data out, to the device
@@ -143,6 +144,8 @@ def timeout_for(cdb: bytes | bytearray) -> float:
 
 
 class PyScsiCommand(Protocol):
+    """What `ScsiDevice.execute` uses of a PyScsi command object."""
+
     cdb: bytearray
     dataout: bytearray
     datain: bytearray
@@ -256,21 +259,3 @@ class ScsiDevice(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
-
-
-DeviceFactory = Callable[[str], ScsiDevice]
-
-
-def open_device(url: str, **options: Any) -> ScsiDevice:
-    """`iscsi://host[:port]/<target-iqn>/<lun>` or `/dev/sgN` (also `sg:///dev/sgN`)."""
-    if url.startswith("iscsi://"):
-        from drivers.scsi.iscsi import IscsiDevice
-
-        return IscsiDevice(url, **options)
-    if url.startswith("sg://"):
-        url = url[len("sg://") :]
-    if url.startswith("/dev/"):
-        from drivers.scsi.sg import SgDevice
-
-        return SgDevice(url, **options)
-    raise ValueError(f"unsupported SCSI device URL {url!r} (iscsi://... or /dev/sgN)")

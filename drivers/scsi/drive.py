@@ -60,6 +60,8 @@ CLEANING_TIMEOUT = 900.0
 
 @dataclass
 class _MountStats:
+    """What happened since the cartridge was loaded, for `statistics()`."""
+
     started: float = field(default_factory=time.monotonic)
     bytes_written: int = 0
     bytes_read: int = 0

@@ -16,6 +16,8 @@ from drivers.tape import Element, ElementType
 
 
 class SmcElementType(enum.IntEnum):
+    """SMC's element type codes."""
+
     ALL = 0
     TRANSPORT = 1
     STORAGE = 2
@@ -32,7 +34,7 @@ TO_ELEMENT_TYPE = {
 
 
 class ElementStatusError(ValueError):
-    pass
+    """A READ ELEMENT STATUS answer that cannot be decoded."""
 
 
 @dataclass(frozen=True)

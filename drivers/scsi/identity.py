@@ -22,6 +22,8 @@ def _text(raw: bytes | bytearray | None) -> str:
 
 @dataclass(frozen=True)
 class Identity:
+    """Who a device says it is: INQUIRY and its VPD pages 80h and 83h."""
+
     vendor: str
     product: str
     revision: str

@@ -54,6 +54,8 @@ _RESIDUAL_UNDERFLOW = 1
 
 
 class _ScsiSense(ctypes.Structure):
+    """libiscsi's `struct scsi_sense`."""
+
     # The three 1-bit fields share the byte after `ascq` with nothing else: 16 bytes total.
     _fields_ = [
         ("error_type", ctypes.c_ubyte),
@@ -66,6 +68,8 @@ class _ScsiSense(ctypes.Structure):
 
 
 class _ScsiData(ctypes.Structure):
+    """libiscsi's `struct scsi_data`."""
+
     # scsi-lowlevel.h declares `int size` here (iscsi_data below has a size_t).
     _fields_ = [("size", ctypes.c_int), ("data", ctypes.POINTER(ctypes.c_ubyte))]
 
@@ -92,6 +96,8 @@ class _ScsiTask(ctypes.Structure):
 
 
 class _IscsiData(ctypes.Structure):
+    """libiscsi's `struct iscsi_data`."""
+
     _fields_ = [("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
 
 
@@ -147,6 +153,8 @@ def library() -> ctypes.CDLL:
 
 @dataclass(frozen=True)
 class IscsiUrl:
+    """An `iscsi://` device URL, taken apart."""
+
     host: str
     port: int
     target: str

@@ -17,13 +17,15 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from drivers.scsi import commands
 from drivers.scsi.changer import ScsiMediaChanger
-from drivers.scsi.device import ScsiDevice, open_device
+from drivers.scsi.device import ScsiDevice
 from drivers.scsi.drive import CleaningResult, ScsiTapeDrive
 from drivers.scsi.elements import ElementStatus, SmcElementType
 from drivers.scsi.identity import read_identity
 from drivers.scsi.quirks import quirks_for
 from drivers.scsi.sense import SenseKey
+from drivers.scsi.transport import open_device
 from drivers.tape import ElementType, IllegalRequestError, Library, NotReadyError
 
 log = logging.getLogger(__name__)
@@ -193,6 +195,8 @@ def clean_drive(
 
 @dataclass(frozen=True)
 class Returned:
+    """A cartridge `return_cartridges` took from a drive back to a slot."""
+
     barcode: str | None
     drive_element: int
     slot: int
@@ -234,8 +238,6 @@ def return_cartridges(library: Library) -> list[Returned]:
 
 
 def _unload_if_loaded(drive: ScsiTapeDrive) -> None:
-    from drivers.scsi import commands
-
     sense = commands.test_unit_ready(drive.device)
     if sense is not None and sense.key == SenseKey.UNIT_ATTENTION:
         sense = commands.test_unit_ready(drive.device)

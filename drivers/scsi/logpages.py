@@ -30,11 +30,13 @@ MB = 1_000_000
 
 
 class LogPageError(ValueError):
-    pass
+    """A LOG SENSE answer that cannot be decoded."""
 
 
 @dataclass(frozen=True)
 class LogParameter:
+    """One parameter of a log page: its code, control byte and value."""
+
     code: int
     control: int
     value: bytes
@@ -46,6 +48,8 @@ class LogParameter:
 
 @dataclass(frozen=True)
 class LogPage:
+    """A decoded log page: its parameters, by code."""
+
     page: int
     subpage: int
     parameters: tuple[LogParameter, ...]

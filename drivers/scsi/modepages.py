@@ -15,11 +15,13 @@ ALL_PAGES = 0x3F
 
 
 class ModeDataError(ValueError):
-    pass
+    """A MODE SENSE answer that cannot be decoded."""
 
 
 @dataclass
 class ModeData:
+    """What MODE SENSE says of the medium and the drive's settings."""
+
     medium_type: int = 0
     write_protected: bool = False
     buffered_mode: int = 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 class PositionFormatError(ValueError):
-    pass
+    """A READ POSITION answer that cannot be decoded."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Quirks:
+    """Where a device departs from SSC/SMC, and what the drivers do instead."""
+
     name: str = "standard"
 
     # -- tape drives --------------------------------------------------------------------
@@ -102,6 +104,8 @@ TGT_CHANGER = Quirks(
 
 @dataclass(frozen=True)
 class Match:
+    """Which devices a quirks entry is for, by INQUIRY or T10 vendor id."""
+
     vendor: str | None = None
     product: str | None = None
     t10_prefix: str | None = None

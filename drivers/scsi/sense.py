@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 
 class SenseKey(enum.IntEnum):
+    """SPC's sense keys."""
+
     NO_SENSE = 0x0
     RECOVERED_ERROR = 0x1
     NOT_READY = 0x2

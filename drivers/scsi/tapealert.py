@@ -16,12 +16,16 @@ from dataclasses import dataclass
 
 
 class Severity(enum.StrEnum):
+    """How serious a TapeAlert flag is (SSC: information, warning, critical)."""
+
     INFORMATION = "I"
     WARNING = "W"
     CRITICAL = "C"
 
 
 class Blame(enum.StrEnum):
+    """What a TapeAlert flag points at: the cartridge, the drive, cleaning."""
+
     MEDIA = "media"
     DRIVE = "drive"
     CLEANING = "cleaning"
@@ -31,6 +35,8 @@ class Blame(enum.StrEnum):
 
 @dataclass(frozen=True)
 class TapeAlertFlag:
+    """One TapeAlert flag as SSC defines it."""
+
     number: int
     name: str
     severity: Severity

@@ -68,7 +68,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def cmd_mount(a: argparse.Namespace) -> int:
-    from backend.config.post import load_post, load_serve
+    from backend.replication.post_config import load_post, load_serve
     from mountfs.mount import daemonize_and_serve, serve, setup_logging
 
     overrides = list(a.option or [])

@@ -254,7 +254,7 @@ POST = {"broker": "amqp://alice@127.0.0.1:5672/", "base_url": "http://127.0.0.1:
     ],
 )
 def test_post_and_serve_messages(section: str, table: object, message: str) -> None:
-    from backend.config.post import load_post, load_serve
+    from backend.replication.post_config import load_post, load_serve
 
     loader = load_post if section == "post" else load_serve
     with pytest.raises(c.ConfigError) as e:
@@ -263,7 +263,7 @@ def test_post_and_serve_messages(section: str, table: object, message: str) -> N
 
 
 def test_post_defaults_follow_the_broker_user() -> None:
-    from backend.config.post import load_post, load_serve
+    from backend.replication.post_config import load_post, load_serve
 
     post = load_post({"post": POST})
     assert post is not None and (post.exchange, post.source) == ("xs_alice", "alice")

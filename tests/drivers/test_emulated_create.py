@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers import LibraryConfigError
-from drivers import open_library as open_configured
 from drivers.emulated import create_library, open_library
-from drivers.tape import ElementType
+from drivers.library import open_library as open_configured
+from drivers.tape import ElementType, LibraryConfigError
 
 
 def make(path: Path, **kw) -> None:

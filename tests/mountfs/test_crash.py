@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend import config as cfgmod
-from drivers import open_library
+from drivers.library import open_library
 from drivers.tape import ElementType
 from tests.archive import file_of, mount, reelfs
 from tests.waiting import wait_for

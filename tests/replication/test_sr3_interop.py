@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from backend.config.watch import load_config
 from backend.replication import message as m
 from backend.replication.broker import Broker
 from backend.replication.credentials import Credentials
 from backend.replication.http_service import DirectorySource, serve
 from backend.replication.identity import identity_of_chunks, identity_of_file
+from backend.replication.watch_config import load_config
 from backend.replication.watch_service import WatchService
 from tests.ports import free_port
 from tests.waiting import wait_for

@@ -14,9 +14,9 @@ import textwrap
 import pytest
 
 from backend.catalog.outbox import OUTBOX_TABLE, open_state_db
-from backend.config.watch import ConfigError, load_config
 from backend.replication import message as m
 from backend.replication.watch import Watcher
+from backend.replication.watch_config import ConfigError, load_config
 from backend.replication.watch_service import WatchService
 from tests.waiting import wait_for
 

@@ -9,11 +9,12 @@ import ctypes
 import pytest
 
 from drivers.scsi import cdb, iscsi, sg
-from drivers.scsi.device import Status, TransportError, open_device
+from drivers.scsi.device import Status, TransportError
 from drivers.scsi.identity import Identity
 from drivers.scsi.library import split_url
 from drivers.scsi.quirks import STANDARD, TGT_CHANGER, TGT_TAPE, quirks_for
 from drivers.scsi.sense import SenseKey, build_fixed_sense
+from drivers.scsi.transport import open_device
 
 # -- SG_IO -------------------------------------------------------------------------------
 

@@ -105,8 +105,8 @@ def test_pyscsi_scsi_object_uses_our_device(vtl):
 
 
 def test_reelfs_toml_library_table_opens_the_vtl(vtl, tmp_path):
-    from drivers import LibraryConfigError
-    from drivers import open_library as open_configured
+    from drivers.library import open_library as open_configured
+    from drivers.tape import LibraryConfigError
 
     spec = {"type": "scsi", "changer": vtl.changer, "drives": vtl.drives}
     lib = open_configured(spec, tmp_path)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import ConfigError, load_config
 from backend.replication import message as m
+from backend.replication.subscribe.config import ConfigError, load_config
 from backend.replication.subscribe.dispatch import Dispatcher, conflict
 from backend.replication.subscribe.fetch import build_url
 from backend.replication.subscribe.fileops import HANDLERS, operation

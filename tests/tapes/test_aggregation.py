@@ -18,8 +18,8 @@ from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
+from backend.library.aggregation import plan
 from backend.library.manager import LibraryManager
-from backend.tape.aggregation import plan
 from tests.archive import file_of, init_archive, mount, tape_locations
 from tests.waiting import wait_for
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.identity import encode_digest, new_hasher
 from backend.replication.message import DIGEST_SIZES
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .fetch import build_url
 from .keys import content_key

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.broker import Delivery
 from backend.replication.message import MessageError, check_rel_path, rename_old_relpath
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .reports import Reporter, exchange_owner, skeleton_of_body
 from .store import normalise

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.credentials import Credentials
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .blocks import BlockReceiver
 from .dispatch import Dispatcher

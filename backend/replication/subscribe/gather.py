@@ -13,10 +13,10 @@ import logging
 import threading
 import time
 
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.broker import Consumer, Delivery, persistent_queue_name
 from backend.replication.credentials import Credentials
 from backend.replication.message import binding_key
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .work import Outcome, Work
 

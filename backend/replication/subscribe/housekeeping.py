@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import SubscribeConfig
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .store import ArchiveStore
 

@@ -41,7 +41,6 @@ import amqp.exceptions
 from backend.catalog import events, outbox
 from backend.catalog.db import CatalogError, open_catalog
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.broker import BrokerUnavailable
 from backend.replication.message import (
     MessageError,
@@ -53,6 +52,7 @@ from backend.replication.message import (
     validate,
 )
 from backend.replication.outbox import Publisher, enqueue
+from backend.replication.subscribe.config import SubscribeConfig
 
 log = logging.getLogger("reelfs.subscribe")
 

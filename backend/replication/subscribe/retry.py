@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.message import parse_time
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .reports import Reporter
 from .work import Outcome, Stats, Work

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 from backend import config as archive_config
-from backend.config.subscribe import ConfigError, load_config
 from backend.errors import ArchiveError
 from backend.replication.credentials import Credentials, CredentialsError
 from backend.replication.running import RunError, log_to_stderr, stop_on_signals
+from backend.replication.subscribe.config import ConfigError, load_config
 
 from .flow import Subscriber
 from .store import MountUnavailable

@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 
 from backend.catalog.subscriptions import SubscriptionState
-from backend.config.subscribe import SubscribeConfig
 from backend.replication.message import MessageError, parse_time
+from backend.replication.subscribe.config import SubscribeConfig
 
 from .blocks import BlockReceiver
 from .fetch import FetchError

@@ -50,9 +50,10 @@ from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, model_validator
 
+from backend.config.units import Size
+from backend.config.values import Bool, Model, integer, number
 from backend.replication.message import DEFAULT_TOPIC_PREFIX
-
-from .replication import (
+from backend.replication.sr3_config import (
     Broker,
     ConfigError,
     Filter,
@@ -64,8 +65,6 @@ from .replication import (
     split_filters,
     validate,
 )
-from .units import Size
-from .values import Bool, Model, integer, number
 
 ALIASES = {
     "topicPrefix": "topic_prefix",

@@ -19,9 +19,8 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, PlainValidator, ValidationError
 
+from backend.config.errors import FlatKeys, explain
 from backend.replication.broker import BrokerURL
-
-from .errors import FlatKeys, explain
 
 
 class ConfigError(Exception):

@@ -28,6 +28,8 @@ from typing import Protocol, TypeVar
 
 
 class Sized(Protocol):
+    """Anything with a size in bytes: a write request, for `plan`."""
+
     @property
     def size(self) -> int: ...
 

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-from .errors import ConfigError, explain
-from .load import FILE
-from .replication import Broker, broker_user, check_exchange
-from .units import Duration, Size
-from .values import Bool, Model
+from backend.config.errors import ConfigError, explain
+from backend.config.load import FILE
+from backend.config.units import Duration, Size
+from backend.config.values import Bool, Model
+from backend.replication.sr3_config import Broker, broker_user, check_exchange
 
 Identity = Literal["sha512", "md5", "arbitrary", "cod", "cod,sha512", "cod,md5"]
 IDENTITY_METHODS: tuple[str, ...] = get_args(Identity)

@@ -43,10 +43,10 @@ from typing import Annotated, Any
 
 from pydantic import Field, PlainValidator, model_validator
 
+from backend.config.values import Bool, Model, integer, number
 from backend.replication.broker import BrokerURL
 from backend.replication.message import IDENTITY_METHODS
-
-from .replication import (
+from backend.replication.sr3_config import (
     Broker,
     ConfigError,
     Filter,
@@ -56,7 +56,6 @@ from .replication import (
     split_filters,
     validate,
 )
-from .values import Bool, Model, integer, number
 
 ALIASES = {
     "post_broker": "broker",
