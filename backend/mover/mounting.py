@@ -27,6 +27,10 @@ class LabelMismatch(VolumeUnavailable):
     """The tape is not what the catalog says: the volume was set `noaccess`."""
 
 
+class VolumeBusy(VolumeUnavailable):
+    """The cartridge is in another drive (being put home, say): its work waits for it."""
+
+
 def mount(ctx: MoverContext, label: str, *, check_label: bool = True) -> None:
     vc = VolumeClerk(ctx.cat)
     vol = vc.get(label)
@@ -39,6 +43,7 @@ def mount(ctx: MoverContext, label: str, *, check_label: bool = True) -> None:
         el = ctx.changer.inventory().find(label)
         if el is None:
             ctx.mounted = None
+            ctx.lm.set_volume(ctx.name, None)
             vc.set_state(label, MISSING, "not found in the library")
             events.record(
                 ctx.cat,
@@ -51,7 +56,8 @@ def mount(ctx: MoverContext, label: str, *, check_label: bool = True) -> None:
         if el.address != ctx.address:
             if el.type == ElementType.DRIVE:
                 ctx.mounted = None
-                raise VolumeUnavailable(f"volume {label} is in another drive ({el.address})")
+                ctx.lm.set_volume(ctx.name, None)
+                raise VolumeBusy(f"volume {label} is in another drive ({el.address})")
             if el.type == ElementType.SLOT and vol.home != el.address:
                 vc.set_home(label, el.address)
             ctx.changer.move(el.address, ctx.address)
@@ -171,6 +177,8 @@ def cleaner_session(ctx: MoverContext) -> None:
     except NotReadyError:
         pass  # never loaded, or already unloaded
     ctx.mounted = label
+    ctx.lm.set_volume(ctx.name, label)  # nobody is given it until it is home
     put_home(ctx, label, el.source)
     ctx.mounted = None
+    ctx.lm.set_volume(ctx.name, None)
     ctx.to(Session.IDLE)

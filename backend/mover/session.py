@@ -28,7 +28,7 @@ from backend.library import cleaning as cleaning_policy
 from backend.library.work import JOB, Work
 from backend.mover import cleaning, errors, jobs, mounting
 from backend.mover.context import RETRY_DELAY, MoverContext, MoverHooks, VolumeUnavailable
-from backend.mover.mounting import LabelMismatch
+from backend.mover.mounting import LabelMismatch, VolumeBusy
 from backend.mover.recall import recall_batch
 from backend.mover.states import Session
 from backend.mover.write import write_batch
@@ -147,6 +147,10 @@ class Mover(threading.Thread):
         except LabelMismatch as e:
             # the volume is out of service now: the work goes elsewhere without delay
             errors.fail_or_requeue(ctx, work, pending, str(e), volume_bad=True, delay=0.0)
+        except VolumeBusy as e:
+            # another drive still holds the cartridge (putting it home): the work waits
+            # for it, it is not the volume's fault
+            errors.requeue(ctx, pending, str(e), delay=RETRY_DELAY)
         except VolumeUnavailable as e:
             errors.fail_or_requeue(ctx, work, pending, str(e), volume_bad=True)
         except TapeError as e:
