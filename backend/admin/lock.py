@@ -1,9 +1,9 @@
 """The archive lock: one owner of an archive's library and cache at a time.
 
 The daemon holds it while the archive is mounted; an operator command run with no
-daemon (backend.admin.local) holds it for the command's duration, so that nothing else
-moves cartridges or cache files meanwhile. An flock on `run/daemon.lock`, which also
-carries the holder's pid for the message a second owner gets.
+daemon (backend.admin.context.LocalContext) holds it for the command's duration, so that
+nothing else moves cartridges or cache files meanwhile. An flock on `run/daemon.lock`,
+which also carries the holder's pid for the message a second owner gets.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Layout under the cache directory: `data/<2 hex>/<bfid>` for cached data and
 `tmp/<bfid>.<n>` for recalls in progress (renamed into place only once verified). The
 cache keeps a byte count of what it holds so writers can check for room without a
-syscall; eviction to the watermarks is done by `backend.eviction`.
+syscall; eviction to the watermarks is done by `backend.cache.eviction`.
 """
 
 from __future__ import annotations

@@ -272,7 +272,7 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 
 def _v5(db: sqlite_utils.Database) -> None:
-    """Several tape copies per file: how many a family keeps (backend.catalog.pools)."""
+    """Several tape copies per file: how many a family keeps (backend.catalog.families)."""
     db["families"].add_column("copies", int, not_null_default=1)
 
 

@@ -121,7 +121,7 @@ class LibraryConfig(Model):
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The library's table, for `drivers.open_library`."""
+        """The library's table, for `drivers.library.open_library`."""
         return self.model_dump(exclude_none=True)
 
 
