@@ -9,7 +9,8 @@ Layout: `device` (transport-neutral command runner), `iscsi` and `sg` (transport
 `transport` (which transport a device URL names), `cdb`
 (CDB builders), `commands` (PyScsi's command classes), `sense`, `classify`, `tapealert`,
 `logpages`, `modepages`, `position`, `elements` (decoders), `identity` and `quirks`,
-`drive` (`ScsiTapeDrive`) with `emulation` (tgt's positioning workarounds), `changer`
+`drive` (`ScsiTapeDrive`, combining `drive_plumbing`, `drive_positioning`, `drive_transfer`
+and `drive_health`) with `emulation` (tgt's positioning workarounds), `changer`
 (`ScsiMediaChanger`), `library` (wiring).
 """
 

@@ -8,8 +8,9 @@ one when spacing filemarks backward; its READ POSITION returns constants. What i
 right: REWIND, SPACE over N objects from the beginning (GOOD iff N is below the end of data),
 and a one-byte READ, which steps over the next object and says what it was (a longer record
 transfers nothing, a filemark reports FILEMARK, end of data BLANK CHECK). Everything here is
-built from those. `EmulatedPositioning` is mixed into `ScsiTapeDrive`; it keeps the drive's
-tracked position (`_block`, `_file`) up to date.
+built from those. `EmulatedPositioning` is mixed into `ScsiTapeDrive` (through
+`drive_positioning.DrivePositioning`); it keeps the drive's tracked position (`_block`,
+`_file`) up to date.
 """
 
 from __future__ import annotations
