@@ -87,7 +87,25 @@ class AdminContext(Protocol):
         ...
 
 
-class LocalContext:
+class CatalogOfItsOwn:
+    """A context's catalog connection: opened when first used, in the command's thread."""
+
+    config: Config
+    _cat: Catalog | None = None
+
+    @property
+    def cat(self) -> Catalog:
+        if self._cat is None:
+            self._cat = open_catalog(self.config.catalog_path)
+        return self._cat
+
+    def close_catalog(self) -> None:
+        if self._cat is not None:
+            self._cat.close()
+            self._cat = None
+
+
+class LocalContext(CatalogOfItsOwn):
     """The archive without its daemon, for one command: holds the archive lock from
     `__enter__` to `__exit__`; the catalog and the library are opened when first used
     (rebuilding a catalog must not open the old catalog, cleaning a drive later needs no
@@ -99,7 +117,6 @@ class LocalContext:
         self.config = config
         self._progress = progress
         self._lock: int | None = None
-        self._cat: Catalog | None = None
         self._cache: Cache | None = None
         self._library: Library | None = None
 
@@ -111,18 +128,11 @@ class LocalContext:
         try:
             if self._library is not None:
                 self._library.close()
-            if self._cat is not None:
-                self._cat.close()
+            self.close_catalog()
         finally:
             if self._lock is not None:
                 os.close(self._lock)
                 self._lock = None
-
-    @property
-    def cat(self) -> Catalog:
-        if self._cat is None:
-            self._cat = open_catalog(self.config.catalog_path)
-        return self._cat
 
     @property
     def cache(self) -> Cache:

@@ -16,9 +16,8 @@ import threading
 from collections.abc import Iterator
 from typing import Protocol, TypeVar
 
-from backend.admin.context import VolumeAction
+from backend.admin.context import CatalogOfItsOwn, VolumeAction
 from backend.cache.store import Cache
-from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.volumes import VolumeClerk
 from backend.config import Config
 from backend.errors import ArchiveError
@@ -54,7 +53,7 @@ class Daemon(Protocol):
     def dismount_volume(self, label: str, timeout: float) -> None: ...
 
 
-class DaemonContext:
+class DaemonContext(CatalogOfItsOwn):
     """The daemon's side of backend.admin.context.AdminContext, for one command."""
 
     online = True
@@ -63,18 +62,9 @@ class DaemonContext:
         self.daemon = daemon
         self.stopping = stopping
         self.config: Config = daemon.config
-        self._cat: Catalog | None = None
 
     def close(self) -> None:
-        if self._cat is not None:
-            self._cat.close()
-            self._cat = None
-
-    @property
-    def cat(self) -> Catalog:
-        if self._cat is None:
-            self._cat = open_catalog(self.config.catalog_path)
-        return self._cat
+        self.close_catalog()
 
     @property
     def cache(self) -> Cache:
