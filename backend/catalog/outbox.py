@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Any
 
 from backend.catalog.statedb import open_wal, transaction
 
@@ -35,10 +34,9 @@ CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
 ERROR_MAX = 500  # characters of a failure kept with its row
 
 
-def ensure_outbox(db: Any) -> None:
-    """Create the outbox table if missing, in a `sqlite3.Connection` or a sqlite-utils
-    `Database`. Does not commit a transaction the caller has open."""
-    conn: sqlite3.Connection = getattr(db, "conn", db)
+def ensure_outbox(conn: sqlite3.Connection) -> None:
+    """Create the outbox table if missing (a state DB's; the catalog's is made by its
+    migration v2). Does not commit a transaction the caller has open."""
     conn.execute(OUTBOX_DDL)
 
 

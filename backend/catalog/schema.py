@@ -1,8 +1,10 @@
-"""The catalog's tables, created and migrated with sqlite-utils.
+"""The catalog's tables and their migrations.
 
 `SCHEMA_VERSION` is stored in the `meta` table; `migrate()` brings an older catalog up to
-date step by step, and refuses one written by a newer reelfs. Add a migration by appending
-a function to `_STEPS`; never edit a released step.
+date step by step, and refuses one written by a newer reelfs. Each step is the SQL it ran
+when it was released, written out here, never a call into today's code: an old archive
+must be migrated exactly as it was then. Add a migration by appending a step; never edit
+a released one.
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from __future__ import annotations
 import sqlite3
 import stat
 import time
-from collections.abc import Callable
-
-import sqlite_utils
 
 ROOT_INODE = 1
 
@@ -21,210 +20,168 @@ class SchemaError(RuntimeError):
     pass
 
 
-def _v1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["inodes"].create(
-        {
-            "id": int,
-            "mode": int,
-            "uid": int,
-            "gid": int,
-            "size": int,
-            "nlink": int,
-            "atime_ns": int,
-            "mtime_ns": int,
-            "ctime_ns": int,
-            "rdev": int,
-            "target": bytes,  # symlink target
-            "bitfile": int,  # current version of a regular file's data
-        },
-        pk="id",
-        not_null={"mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns"},
-        defaults={"size": 0, "rdev": 0},
-    )
-    db["entries"].create(
-        {"id": int, "parent": int, "name": bytes, "inode": int},
-        pk="id",
-        not_null={"parent", "name", "inode"},
-        foreign_keys=[("parent", "inodes", "id"), ("inode", "inodes", "id")],
-    )
-    db["entries"].create_index(["parent", "name"], unique=True)
-    db["entries"].create_index(["parent", "id"])
-    db["entries"].create_index(["inode"])
-    db["xattrs"].create(
-        {"inode": int, "name": bytes, "value": bytes},
-        pk=("inode", "name"),
-        not_null={"value"},
-        foreign_keys=[("inode", "inodes", "id")],
-    )
-    db["bitfiles"].create(
-        {
-            "id": int,
-            "bfid": str,
-            "inode": int,
-            "version": int,
-            "size": int,
-            "adler32": int,
-            "crc32c": int,
-            "state": str,  # dirty | archived | released | deleted
-            "family": str,
-            "storage_group": str,
-            "path": str,  # the namespace path when last written to tape
-            "created_ns": int,
-            "modified_ns": int,
-            "archived_ns": int,
-            "accessed_ns": int,
-            "pinned": int,
-            "generation": int,  # bumped on every change of the data
-            "writers": int,  # open modification sessions (reset on start)
-            "error": str,  # why the last recall failed
-        },
-        pk="id",
-        not_null={"bfid", "version", "size", "state", "created_ns", "modified_ns"},
-        defaults={"pinned": 0, "generation": 0, "writers": 0, "version": 1, "size": 0},
-    )
-    db["bitfiles"].create_index(["bfid"], unique=True)
-    db["bitfiles"].create_index(["inode"])
-    db["bitfiles"].create_index(["state", "accessed_ns"])
-    db["volumes"].create(
-        {
-            "label": str,
-            "library": str,
-            "media_type": str,
-            "capacity": int,
-            "bytes_used": int,
-            "state": str,  # blank | writable | full | readonly | suspect | noaccess | missing
-            "family": str,
-            "storage_group": str,
-            "inserted_ns": int,
-            "mount_count": int,
-            "last_mount_ns": int,
-            "files": int,
-            "next_fileno": int,  # the tape file number the next write gets
-            "eod_block": int,  # logical block number of end of data
-            "home": int,  # element address of its home slot
-            "error": str,
-            "uses": int,  # cleaning cartridges: times used
-        },
-        pk="label",
-        not_null={"capacity", "state", "inserted_ns"},
-        defaults={
-            "bytes_used": 0,
-            "mount_count": 0,
-            "files": 0,
-            "next_fileno": 0,
-            "eod_block": 0,
-            "uses": 0,
-            "media_type": "emulated",
-            "library": "main",
-        },
-    )
-    db["volumes"].create_index(["state", "family"])
-    db["tape_copies"].create(
-        {
-            "id": int,
-            "bitfile": int,
-            "volume": str,
-            "copy": int,
-            "fileno": int,  # tape file number on the volume
-            "block": int,  # logical block of the tape file's first record
-            "record": int,  # record of the member's header, from the tape file's start
-            "offset": int,  # byte offset of the header in that record
-            "length": int,  # data bytes
-            "state": str,  # active | deleted
-            "written_ns": int,
-        },
-        pk="id",
-        not_null={"bitfile", "volume", "fileno", "block", "state"},
-        defaults={"copy": 1, "record": 0, "offset": 0},
-        foreign_keys=[("bitfile", "bitfiles", "id"), ("volume", "volumes", "label")],
-    )
-    db["tape_copies"].create_index(["bitfile"])
-    db["tape_copies"].create_index(["volume", "fileno"])
-    db["families"].create(
-        {"name": str, "width": int, "storage_group": str}, pk="name", defaults={"width": 1}
-    )
-    db["drives"].create(
-        {
-            "name": str,
-            "address": int,
-            "serial": str,
-            "state": str,  # up | down
-            "session": str,  # idle | cleaner | mounting | positioning | transferring | ...
-            "volume": str,
-            "reason": str,
-            "needs_cleaning": int,
-            "updated_ns": int,
-        },
-        pk="name",
-        defaults={"state": "up", "session": "idle", "needs_cleaning": 0},
-    )
-    db["requests"].create(
-        {
-            "id": int,
-            "kind": str,  # write | recall
-            "bitfile": int,
-            "family": str,
-            "volume": str,
-            "fileno": int,
-            "block": int,
-            "state": str,  # queued | running
-            "urgent": int,
-            "tries": int,
-            "created_ns": int,
-            "not_before_ns": int,  # retry back-off
-            "started_ns": int,
-            "drive": str,
-            "error": str,
-        },
-        pk="id",
-        not_null={"kind", "bitfile", "state", "created_ns"},
-        defaults={"urgent": 0, "tries": 0, "not_before_ns": 0},
-        foreign_keys=[("bitfile", "bitfiles", "id")],
-    )
-    db["requests"].create_index(["kind", "state", "family", "id"])
-    db["requests"].create_index(["kind", "state", "volume", "fileno", "block"])
-    db["requests"].create_index(["bitfile"])
-    db["events"].create(
-        {
-            "id": int,
-            "time_ns": int,
-            "level": str,
-            "kind": str,
-            "subject": str,
-            "message": str,
-            "details": str,
-        },
-        pk="id",
-        not_null={"time_ns", "level", "kind", "message"},
-    )
-    now = time.time_ns()
-    db["inodes"].insert(
-        {
-            "id": ROOT_INODE,
-            "mode": stat.S_IFDIR | 0o755,
-            "uid": 0,
-            "gid": 0,
-            "size": 0,
-            "nlink": 2,
-            "atime_ns": now,
-            "mtime_ns": now,
-            "ctime_ns": now,
-        }
-    )
+#: v1: the namespace (inodes, entries, xattrs), bitfiles (one per version of a file's
+#: data: state dirty | archived | released | deleted; generation bumped on every change;
+#: writers the open modification sessions), volumes, tape copies, families, drives,
+#: requests (kind write | recall, state queued | running), events.
+_V1 = (
+    """CREATE TABLE "meta" (
+   "key" TEXT PRIMARY KEY,
+   "value" TEXT
+)""",
+    """CREATE TABLE "inodes" (
+   "id" INTEGER PRIMARY KEY,
+   "mode" INTEGER NOT NULL,
+   "uid" INTEGER NOT NULL,
+   "gid" INTEGER NOT NULL,
+   "size" INTEGER NOT NULL DEFAULT 0,
+   "nlink" INTEGER NOT NULL,
+   "atime_ns" INTEGER NOT NULL,
+   "mtime_ns" INTEGER NOT NULL,
+   "ctime_ns" INTEGER NOT NULL,
+   "rdev" INTEGER DEFAULT 0,
+   "target" BLOB,
+   "bitfile" INTEGER
+)""",
+    """CREATE TABLE "entries" (
+   "id" INTEGER PRIMARY KEY,
+   "parent" INTEGER NOT NULL REFERENCES "inodes"("id"),
+   "name" BLOB NOT NULL,
+   "inode" INTEGER NOT NULL REFERENCES "inodes"("id")
+)""",
+    """CREATE UNIQUE INDEX "idx_entries_parent_name"
+    ON "entries" ("parent", "name")""",
+    """CREATE INDEX "idx_entries_parent_id"
+    ON "entries" ("parent", "id")""",
+    """CREATE INDEX "idx_entries_inode"
+    ON "entries" ("inode")""",
+    """CREATE TABLE "xattrs" (
+   "inode" INTEGER REFERENCES "inodes"("id"),
+   "name" BLOB,
+   "value" BLOB NOT NULL,
+   PRIMARY KEY ("inode", "name")
+)""",
+    """CREATE TABLE "bitfiles" (
+   "id" INTEGER PRIMARY KEY,
+   "bfid" TEXT NOT NULL,
+   "inode" INTEGER,
+   "version" INTEGER NOT NULL DEFAULT 1,
+   "size" INTEGER NOT NULL DEFAULT 0,
+   "adler32" INTEGER,
+   "crc32c" INTEGER,
+   "state" TEXT NOT NULL,
+   "family" TEXT,
+   "storage_group" TEXT,
+   "path" TEXT,
+   "created_ns" INTEGER NOT NULL,
+   "modified_ns" INTEGER NOT NULL,
+   "archived_ns" INTEGER,
+   "accessed_ns" INTEGER,
+   "pinned" INTEGER DEFAULT 0,
+   "generation" INTEGER DEFAULT 0,
+   "writers" INTEGER DEFAULT 0,
+   "error" TEXT
+)""",
+    """CREATE UNIQUE INDEX "idx_bitfiles_bfid"
+    ON "bitfiles" ("bfid")""",
+    """CREATE INDEX "idx_bitfiles_inode"
+    ON "bitfiles" ("inode")""",
+    """CREATE INDEX "idx_bitfiles_state_accessed_ns"
+    ON "bitfiles" ("state", "accessed_ns")""",
+    """CREATE TABLE "volumes" (
+   "label" TEXT PRIMARY KEY,
+   "library" TEXT DEFAULT 'main',
+   "media_type" TEXT DEFAULT 'emulated',
+   "capacity" INTEGER NOT NULL,
+   "bytes_used" INTEGER DEFAULT 0,
+   "state" TEXT NOT NULL,
+   "family" TEXT,
+   "storage_group" TEXT,
+   "inserted_ns" INTEGER NOT NULL,
+   "mount_count" INTEGER DEFAULT 0,
+   "last_mount_ns" INTEGER,
+   "files" INTEGER DEFAULT 0,
+   "next_fileno" INTEGER DEFAULT 0,
+   "eod_block" INTEGER DEFAULT 0,
+   "home" INTEGER,
+   "error" TEXT,
+   "uses" INTEGER DEFAULT 0
+)""",
+    """CREATE INDEX "idx_volumes_state_family"
+    ON "volumes" ("state", "family")""",
+    """CREATE TABLE "tape_copies" (
+   "id" INTEGER PRIMARY KEY,
+   "bitfile" INTEGER NOT NULL REFERENCES "bitfiles"("id"),
+   "volume" TEXT NOT NULL REFERENCES "volumes"("label"),
+   "copy" INTEGER DEFAULT 1,
+   "fileno" INTEGER NOT NULL,
+   "block" INTEGER NOT NULL,
+   "record" INTEGER DEFAULT 0,
+   "offset" INTEGER DEFAULT 0,
+   "length" INTEGER,
+   "state" TEXT NOT NULL,
+   "written_ns" INTEGER
+)""",
+    """CREATE INDEX "idx_tape_copies_bitfile"
+    ON "tape_copies" ("bitfile")""",
+    """CREATE INDEX "idx_tape_copies_volume_fileno"
+    ON "tape_copies" ("volume", "fileno")""",
+    """CREATE TABLE "families" (
+   "name" TEXT PRIMARY KEY,
+   "width" INTEGER DEFAULT 1,
+   "storage_group" TEXT
+)""",
+    """CREATE TABLE "drives" (
+   "name" TEXT PRIMARY KEY,
+   "address" INTEGER,
+   "serial" TEXT,
+   "state" TEXT DEFAULT 'up',
+   "session" TEXT DEFAULT 'idle',
+   "volume" TEXT,
+   "reason" TEXT,
+   "needs_cleaning" INTEGER DEFAULT 0,
+   "updated_ns" INTEGER
+)""",
+    """CREATE TABLE "requests" (
+   "id" INTEGER PRIMARY KEY,
+   "kind" TEXT NOT NULL,
+   "bitfile" INTEGER NOT NULL REFERENCES "bitfiles"("id"),
+   "family" TEXT,
+   "volume" TEXT,
+   "fileno" INTEGER,
+   "block" INTEGER,
+   "state" TEXT NOT NULL,
+   "urgent" INTEGER DEFAULT 0,
+   "tries" INTEGER DEFAULT 0,
+   "created_ns" INTEGER NOT NULL,
+   "not_before_ns" INTEGER DEFAULT 0,
+   "started_ns" INTEGER,
+   "drive" TEXT,
+   "error" TEXT
+)""",
+    """CREATE INDEX "idx_requests_kind_state_family_id"
+    ON "requests" ("kind", "state", "family", "id")""",
+    """CREATE INDEX "idx_requests_kind_state_volume_fileno_block"
+    ON "requests" ("kind", "state", "volume", "fileno", "block")""",
+    """CREATE INDEX "idx_requests_bitfile"
+    ON "requests" ("bitfile")""",
+    """CREATE TABLE "events" (
+   "id" INTEGER PRIMARY KEY,
+   "time_ns" INTEGER NOT NULL,
+   "level" TEXT NOT NULL,
+   "kind" TEXT NOT NULL,
+   "subject" TEXT,
+   "message" TEXT NOT NULL,
+   "details" TEXT
+)""",
+)
 
-
-def _v2(db: sqlite_utils.Database) -> None:
-    """Replication: the change journal of the mount and the durable outbox of messages.
-
-    The SQL as this step ran it: the outbox of the state DBs (backend.catalog.outbox) may
-    change, an old archive's migration must not."""
-    # changes: kind closed | mkdir | rmdir | unlink | symlink | link | rename; path the
-    # archive path ("/raw/run1.dat") of the entry concerned; old_path where a rename took
-    # it from; target a symlink's target or a hard link's other path; origin (JSON) the
-    # upstream message a subscriber stored it from
-    db.execute(
-        """CREATE TABLE "changes" (
+#: v2, replication: the change journal of the mount (kind closed | mkdir | rmdir | unlink
+#: | symlink | link | rename; path the archive path of the entry; old_path where a rename
+#: took it from; target a symlink's target or a hard link's other path; origin, JSON, the
+#: upstream message a subscriber stored it from) and the durable outbox of messages.
+_V2 = (
+    """CREATE TABLE "changes" (
    "id" INTEGER PRIMARY KEY,
    "kind" TEXT NOT NULL,
    "inode" INTEGER,
@@ -233,11 +190,8 @@ def _v2(db: sqlite_utils.Database) -> None:
    "target" TEXT,
    "origin" TEXT,
    "time_ns" INTEGER NOT NULL
-)"""
-    )
-    db.execute(
-        """
-CREATE TABLE IF NOT EXISTS replication_outbox (
+)""",
+    """CREATE TABLE IF NOT EXISTS replication_outbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     exchange    TEXT    NOT NULL,
     topic       TEXT    NOT NULL,
@@ -245,39 +199,48 @@ CREATE TABLE IF NOT EXISTS replication_outbox (
     enqueued_ns INTEGER NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0, -- publications not confirmed so far
     last_error  TEXT
+)""",
 )
-"""
+
+#: v3, on-tape layout: a volume's label format ('none' or 'ansi', fixed at its first
+#: write; NULL while blank), its VOL1 serial, its origin (NULL: written here; 'foreign':
+#: imported); a tape copy's format (NULL: a reelfs pax member; else the foreign format
+#: the recall reads) and why it went 'bad'.
+_V3 = (
+    """ALTER TABLE "volumes" ADD COLUMN "label_format" TEXT""",
+    """ALTER TABLE "volumes" ADD COLUMN "volser" TEXT""",
+    """ALTER TABLE "volumes" ADD COLUMN "origin" TEXT""",
+    """ALTER TABLE "tape_copies" ADD COLUMN "format" TEXT""",
+    """ALTER TABLE "tape_copies" ADD COLUMN "error" TEXT""",
+)
+
+#: v4: a volume keeps the record size it was started with (a change of [library]
+#: block_size applies to blank volumes), so appends and recalls use the tape's own.
+_V4 = ("""ALTER TABLE "volumes" ADD COLUMN "block_size" INTEGER""",)
+
+#: v5: several tape copies per file: how many a family keeps (backend.catalog.families).
+_V5 = ("""ALTER TABLE "families" ADD COLUMN "copies" INTEGER NOT NULL DEFAULT 1""",)
+
+_STEPS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+SCHEMA_VERSION = len(_STEPS)
+
+
+def _root(conn: sqlite3.Connection) -> None:
+    """v1's root directory, made with the catalog."""
+    now = time.time_ns()
+    conn.execute(
+        "INSERT INTO inodes(id, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_ns) "
+        "VALUES (?,?,0,0,0,2,?,?,?)",
+        (ROOT_INODE, stat.S_IFDIR | 0o755, now, now, now),
     )
 
 
-def _v3(db: sqlite_utils.Database) -> None:
-    """On-tape layout: labels, foreign volumes, the format of each tape copy, bad copies."""
-    volumes = db["volumes"]
-    # 'none' or 'ansi', fixed when a volume is first written (a change of [library]
-    # label_format applies to blank volumes only); NULL while blank
-    volumes.add_column("label_format", str)
-    volumes.add_column("volser", str)  # the VOL1 volume identifier (labelled volumes)
-    volumes.add_column("origin", str)  # NULL: written by this archive; 'foreign': imported
-    copies = db["tape_copies"]
-    # NULL: a member of a reelfs pax tape file; else the foreign format (drivers.formats.
-    # foreign.Format) the recall must read
-    copies.add_column("format", str)
-    copies.add_column("error", str)  # why the copy went 'bad' (state active | deleted | bad)
-
-
-def _v4(db: sqlite_utils.Database) -> None:
-    """A volume keeps the record size it was started with (a change of [library]
-    block_size applies to blank volumes), so appends and recalls use the tape's own."""
-    db["volumes"].add_column("block_size", int)
-
-
-def _v5(db: sqlite_utils.Database) -> None:
-    """Several tape copies per file: how many a family keeps (backend.catalog.families)."""
-    db["families"].add_column("copies", int, not_null_default=1)
-
-
-_STEPS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
-SCHEMA_VERSION = len(_STEPS)
+def apply(conn: sqlite3.Connection, version: int) -> None:
+    """Run step `version` (1-based) in the caller's transaction."""
+    for statement in _STEPS[version - 1]:
+        conn.execute(statement)
+    if version == 1:
+        _root(conn)
 
 
 def current_version(conn: sqlite3.Connection) -> int:
@@ -299,12 +262,11 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    db = sqlite_utils.Database(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = current_version(conn)  # another process may have migrated meanwhile
-        for step in _STEPS[version:]:
-            step(db)
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            apply(conn, step)
         conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),

@@ -62,13 +62,6 @@ def test_invalid_message_fails_at_enqueue(tmp_path) -> None:
     assert pending_count(conn) == 0
 
 
-def test_ensure_outbox_accepts_sqlite_utils_database(tmp_path) -> None:
-    sqlite_utils = pytest.importorskip("sqlite_utils")
-    db = sqlite_utils.Database(tmp_path / "c.db")
-    ensure_outbox(db)
-    assert OUTBOX_TABLE in db.table_names()
-
-
 def test_publisher_drains_in_order(broker, names, consumer_factory, tmp_path) -> None:
     consumer = consumer_factory(names["exchange"], names["queue"])
     db = tmp_path / "state.db"
