@@ -203,8 +203,10 @@ class ArchiveStore:
             if os.path.lexists(local):
                 raise MessageError(f"{self.archive_path(local)} exists and is not a directory")
             self.expect(local, origin)
-            os.mkdir(local, 0o755)
-        if mode is not None and mode != 0o755:
+            # made with its announced mode when that lets us in (a reader must never see
+            # it with another); a mode that would lock us out is set once it is made
+            os.mkdir(local, mode if mode is not None and mode & 0o700 == 0o700 else 0o755)
+        if mode is not None and stat.S_IMODE(os.stat(local).st_mode) != mode:
             os.chmod(local, mode)
         return True
 
