@@ -74,6 +74,8 @@ def _short(args: tuple) -> tuple:
 
 
 class ReelFS(pyfuse3.Operations):
+    """The FUSE operations of one mounted archive, on the daemon's catalog connection."""
+
     supports_dot_lookup = True
     enable_writeback_cache = False
 

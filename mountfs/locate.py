@@ -96,6 +96,8 @@ def catalog(config: cfgmod.Config) -> Catalog:
 
 @dataclass
 class Target:
+    """A path a command names, and its catalog inode."""
+
     path: str
     inode: int
 

@@ -46,6 +46,8 @@ EVENT_COLUMNS = ["time", "level", "kind", "subject", "message"]
 
 
 class WaitTimeout(RuntimeError):
+    """A `--wait` ran out of time."""
+
     pass
 
 

@@ -42,6 +42,8 @@ XATTR_SIZE_MAX = 65536
 
 
 class Xattrs:
+    """The extended attributes of the mount: stored ones and the computed user.reelfs.* ones."""
+
     def __init__(self, cat: Catalog, archive_id: str, archive_path: str) -> None:
         self.cat = cat
         self.ns = Namespace(cat)

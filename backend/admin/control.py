@@ -18,6 +18,8 @@ MAX_MESSAGE = 16 * 1024 * 1024
 
 
 class DaemonNotRunning(ConnectionError):
+    """Nothing answers on the archive's control socket: the archive is not mounted."""
+
     pass
 
 

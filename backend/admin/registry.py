@@ -29,6 +29,8 @@ LONG = 7 * 24 * 3600.0
 
 @dataclass(frozen=True)
 class Operation:
+    """One operator command: its handler, where it may run, and how long a caller waits."""
+
     handler: Handler
     where: str = ANYWHERE
     #: why it cannot run where it was asked to ({archive} is filled in)

@@ -17,6 +17,8 @@ CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class Sums:
+    """The adler32 and CRC-32C of some data."""
+
     adler32: int
     crc32c: int
 

@@ -44,6 +44,8 @@ class NeedsRecall(Exception):
 
 @dataclass
 class OpenInode:
+    """An inode with open handles: its cache file, size and times as writes left them."""
+
     inode: int
     bitfile: int
     bfid: str
@@ -61,6 +63,8 @@ class OpenInode:
 
 @dataclass
 class Handle:
+    """One open file handle of the mount."""
+
     fh: int
     oi: OpenInode
     flags: int
@@ -80,6 +84,8 @@ class SessionEnd:
 
 
 class Staging:
+    """The open files of the mount and their modification sessions, on one catalog connection."""
+
     def __init__(
         self,
         cat: Catalog,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 
 class Cache:
+    """The cache directory: a file per bitfile, temp files of recalls, and its byte count."""
+
     def __init__(self, root: Path, limit: int, high: float, low: float) -> None:
         self.root = Path(root)
         self.data = self.root / "data"

@@ -19,6 +19,8 @@ UP, DOWN = "up", "down"
 
 @dataclass
 class Drive:
+    """A row of the drives table."""
+
     name: str
     state: str
     session: str | None

@@ -32,6 +32,8 @@ BITFILE_COLUMNS = (
 
 @dataclass
 class Bitfile:
+    """One version of a file's data (a row of `bitfiles`)."""
+
     id: int
     bfid: str
     inode: int | None
@@ -59,6 +61,8 @@ class Bitfile:
 
 @dataclass
 class TapeCopy:
+    """Where one copy of a bitfile is on tape (a row of `tape_copies`)."""
+
     id: int
     bitfile: int
     volume: str

@@ -29,6 +29,8 @@ _INODE_COLS = "id, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_ns, rd
 
 @dataclass
 class Inode:
+    """A row of `inodes`: a file, directory, symlink or special file."""
+
     id: int
     mode: int
     uid: int

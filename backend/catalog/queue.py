@@ -61,6 +61,8 @@ def chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
 
 
 class RequestQueue:
+    """The requests table: queueing, claiming and settling writes and recalls."""
+
     def __init__(self, cat: Catalog) -> None:
         self.cat = cat
 

@@ -17,6 +17,8 @@ ROOT_INODE = 1
 
 
 class SchemaError(RuntimeError):
+    """A catalog this reelfs cannot use (from a newer one)."""
+
     pass
 
 

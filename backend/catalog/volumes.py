@@ -40,6 +40,8 @@ _COLS = (
 
 @dataclass
 class Volume:
+    """A row of `volumes`: a cartridge the archive knows, its state, pool and space."""
+
     label: str
     library: str
     media_type: str
@@ -64,6 +66,8 @@ class Volume:
 
 
 class VolumeClerk:
+    """The volumes table: cartridges, their states, homes, space, and drawing blanks."""
+
     def __init__(self, cat: Catalog) -> None:
         self.cat = cat
 

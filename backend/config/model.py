@@ -85,6 +85,8 @@ def _cache_size(n: int) -> int:
 
 
 class ArchiveSection(Model):
+    """`[archive]`: the archive's id (fixed at init) and name."""
+
     id: Annotated[str, PlainValidator(_archive_id)] = Field(
         description="8 hex digits, set by reelfs init"
     )
@@ -92,6 +94,8 @@ class ArchiveSection(Model):
 
 
 class CacheConfig(Model):
+    """`[cache]`: where the staging cache is, its size and watermarks."""
+
     path: Annotated[Path, PlainValidator(_cache_path)] = Field(DEFAULT_CACHE_DIR)
     size: Annotated[Size, AfterValidator(_cache_size)] = Field("4GiB")
     high_watermark: Fraction = 0.9
@@ -109,6 +113,8 @@ class CacheConfig(Model):
 
 
 class LibraryConfig(Model):
+    """`[library]`: the tape library, its record size and label format."""
+
     type: Literal["emulated", "scsi"] = "emulated"
     path: str = "library"  # emulated
     block_size: Annotated[Size, AfterValidator(_block_size)] = Field("256KiB")
@@ -126,6 +132,8 @@ class LibraryConfig(Model):
 
 
 class MoverConfig(Model):
+    """`[mover]`: when tapes are dismounted and files flushed, batch limits, retries."""
+
     idle_dismount: Duration = Field("60s")
     flush_delay: Duration = Field("30s")
     batch_files: PositiveInt = 1000
@@ -149,10 +157,14 @@ class AggregationConfig(Model):
 
 
 class RecallSection(Model):
+    """`[recall]`: what an open of a file on tape only does."""
+
     on_open: Literal["block", "refuse"] = "block"
 
 
 class MountConfig(Model):
+    """`[mount]`: the FUSE mount's options."""
+
     allow_other: Bool = False
     cache_timeout: Duration = Field("300s")
     max_file_size: Size | None = None  # None: the capacity of the largest volume
@@ -168,6 +180,8 @@ Copies = integer(
 
 
 class FamilySection(Model):
+    """`[families.NAME]`: one file family's width, copies and verification."""
+
     width: Width = 1
     verify: Bool = False  # read every tape file back once written
     copies: Copies | None = None  # None: whatever user.reelfs.copies says

@@ -21,6 +21,8 @@ from drivers.scsi.library import open_drive
 
 @dataclass
 class InitOptions:
+    """What `reelfs init` was asked for, and the notes of what it decided."""
+
     drives: int = 2
     volumes: int = 8
     volume_size: int = 2 * 1024**3

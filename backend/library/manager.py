@@ -55,6 +55,8 @@ __all__ = ["JOB", "LibraryManager", "MoverSlot", "Request", "TapeJob", "Work"]
 
 @dataclass
 class LibraryManager:
+    """The scheduler the movers ask for work; see the module docstring."""
+
     config: Config
     movers: dict[str, MoverSlot] = field(default_factory=dict)
     stopping: bool = False

@@ -26,6 +26,8 @@ from enum import StrEnum
 
 
 class Session(StrEnum):
+    """The states of a mover's session (the values of `drives.session`)."""
+
     IDLE = "idle"
     CLEANER = "cleaner"  # putting home a cartridge a previous session left in the drive
     MOUNTING = "mounting"

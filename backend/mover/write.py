@@ -75,6 +75,8 @@ class _Member:
 
 
 class _SourceChanged(Exception):
+    """A member's cache file changed while it was being written."""
+
     def __init__(self, member: _Member, cause: ShortSourceError) -> None:
         super().__init__(str(cause))
         self.member = member

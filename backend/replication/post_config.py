@@ -41,6 +41,8 @@ def _listen(value: Any) -> str:
 
 class PostConfig(Model):
     # not frozen: the exchange's default is the broker user's, set once the broker is valid
+    """`[post]`: where and how the archive announces its changes."""
+
     model_config = ConfigDict(frozen=False)
 
     broker: Broker = Field(description="a URL")
@@ -82,6 +84,8 @@ class PostConfig(Model):
 
 
 class ServeConfig(Model):
+    """`[serve]`: the HTTP data service the messages' baseUrl points at."""
+
     listen: Annotated[str, PlainValidator(_listen)] = Field(description="HOST:PORT")
     recall_wait: Duration = Field("20s")
     auth: Bool = False

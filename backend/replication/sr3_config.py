@@ -74,6 +74,8 @@ def resolve_path(value: str, base: Path) -> Path:
 
 @dataclass
 class Filter:
+    """One accept or reject pattern, in the order the file gives them."""
+
     accept: bool
     pattern: re.Pattern[str]
 

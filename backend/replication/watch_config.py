@@ -123,6 +123,8 @@ KNOWN_KEYS = frozenset(WatchFile.model_fields) | {"accept", "reject", "filter"}
 
 @dataclass
 class WatchConfig:
+    """A watcher's configuration, checked: what `reelfs watch` runs with."""
+
     watch_dir: Path
     broker: str
     exchange: str

@@ -229,6 +229,8 @@ RETRY_KEYS = frozenset(RetryPolicy.model_fields)
 
 @dataclass
 class SubscribeConfig:
+    """A subscriber's configuration, checked: what `reelfs subscribe` runs with."""
+
     config_path: Path
     broker: str
     broker_user: str
