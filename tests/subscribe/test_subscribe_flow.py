@@ -74,7 +74,11 @@ def test_files_and_file_operations_arrive_and_are_reposted(
     src.file(root, base, "d/h.bin", file_op={"hlink": "/up/d/b.bin"})
     os.rename(root / "a.txt", root / "d" / "a2.txt")
     src.file(root, base, "d/a2.txt", file_op={"rename": "/up/a.txt"})
-    wait_for(lambda: (rep / "d" / "a2.txt").is_file(), what="rename applied")
+    # two paths, so the two messages may be applied in either order (parallel=2)
+    wait_for(
+        lambda: (rep / "d" / "a2.txt").is_file() and (rep / "d" / "h.bin").exists(),
+        what="rename and hard link applied",
+    )
     assert not (rep / "a.txt").exists() and same(root / "d" / "a2.txt", rep / "d" / "a2.txt")
     assert os.stat(rep / "d" / "h.bin").st_ino == os.stat(rep / "d" / "b.bin").st_ino
     op("d/b.bin", {"remove": ""})
