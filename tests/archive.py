@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mountfs.locate import mounted_archives
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,12 +65,7 @@ def reelfs_seeing_only(
     `mountpoints` are visible: commands that look for "the" mounted archive then behave
     the same whatever else this machine has mounted (other tests, other users)."""
     keep = {str(m) for m in mountpoints}
-    with open("/proc/self/mounts") as f:
-        others = [
-            _unescape(fields[1])
-            for fields in (line.split() for line in f)
-            if len(fields) > 2 and fields[2] == "fuse.reelfs" and _unescape(fields[1]) not in keep
-        ]
+    others = [mnt for mnt, _archive in mounted_archives() if mnt not in keep]
     hide = "; ".join(f"umount -l {shlex.quote(m)}" for m in others)
     script = f"{hide + '; ' if hide else ''}exec {shlex.quote(sys.executable)} -m mountfs.cli "
     script += " ".join(shlex.quote(a) for a in args)
@@ -86,11 +81,6 @@ def reelfs_seeing_only(
     if check and p.returncode != 0:
         raise AssertionError(f"reelfs {' '.join(args)} exited {p.returncode}:\n{p.stderr.decode()}")
     return p
-
-
-def _unescape(field: str) -> str:
-    """The kernel writes space, tab, newline and backslash in mount fields as octal."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def init_archive(

@@ -11,6 +11,7 @@ ArchiveError with the reason. The CLI only parses arguments and prints answers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,14 @@ class Operation:
     #: why it cannot run where it was asked to ({archive} is filled in)
     refusal: str = ""
     timeout: float = 600.0
+
+    def check(self, args: dict[str, Any]) -> None:
+        """ArchiveError unless `args` are what the handler takes (a request from another
+        process: a TypeError raised inside a handler is a bug, not a bad request)."""
+        try:
+            inspect.signature(self.handler).bind(None, **args)
+        except TypeError as e:
+            raise ArchiveError(f"{self.handler.__name__}: bad arguments: {e}") from None
 
 
 OPERATIONS: dict[str, Operation] = {

@@ -267,7 +267,7 @@ class Staging:
                 oi.fd = self._open_cached(new)
                 oi.bitfile, oi.bfid = new.id, new.bfid
                 bf = new
-            if self._count_session(oi.bitfile):
+            if self.files.begin_session(oi.bitfile):
                 break
             # A mover archived it between the read and the update (the update waited for
             # the mover's transaction): it is on tape now, so it gets a new version after all.
@@ -280,10 +280,6 @@ class Staging:
             oi.ck = Checksummer()
         else:
             oi.ck = None
-
-    def _count_session(self, bitfile: int) -> bool:
-        """Count a modification session on a dirty version; False if it is not dirty."""
-        return self.files.begin_session(bitfile)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self.handle(fh)

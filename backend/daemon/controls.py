@@ -97,6 +97,7 @@ class ControlServer:
         op = OPERATIONS.get(str(name))
         if op is None or op.where == LOCAL:
             raise ArchiveError(f"unknown control operation {name!r}")
+        op.check(args)
         # a command waiting for a tape job gives up when `stopping` is set
         return await trio.to_thread.run_sync(functools.partial(self._run, op, args))
 
@@ -104,7 +105,5 @@ class ControlServer:
         ctx = self.context(self.stopping)
         try:
             return op.handler(ctx, **args)
-        except TypeError as e:
-            raise ArchiveError(f"bad arguments: {e}") from None
         finally:
             ctx.close()

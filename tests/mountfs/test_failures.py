@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.admin.control import call
+from backend.admin.control import ControlError, call
 from backend.config import load
 from drivers.emulated import inject_fault, open_library, remove_cartridge
 from drivers.tape import ElementType
@@ -440,3 +440,14 @@ def test_mount_table_fields_are_unescaped(tmp_path: Path, mounted: Mount) -> Non
     )
     assert mounted_archives(table) == [(str(mounted.mnt), mounted.archive)]
     assert mounted_archives(tmp_path / "absent") == []
+
+
+def test_control_requests_with_wrong_arguments_are_refused_by_name(mounted: Mount) -> None:
+    sock = mounted.archive / "run" / "reelfsd.sock"
+    with pytest.raises(ControlError, match=r"clean: bad arguments: .*'bogus'"):
+        call(sock, "library.clean", drive="drive0", bogus=1)
+    with pytest.raises(ControlError, match=r"clean: bad arguments: .*'drive'"):
+        call(sock, "library.clean")
+    with pytest.raises(ControlError, match=r"unknown control operation 'catalog\.rebuild'"):
+        call(sock, "catalog.rebuild")  # only without the daemon
+    assert call(sock, "library.clean", drive="drive0")["queued"] is True  # the daemon lives
