@@ -4,8 +4,17 @@ Policy (on directories, inherited by new entries): `file_family`, `width`, `copi
 `storage_group`; `width` and `copies` are the family's, also kept in the `families`
 table. Read-only, computed from the catalog: `state`, `bfid`, `location` (one
 `VOLUME:FILENO:BLOCK` line per active tape copy, in copy order), `checksum.adler32`,
-`checksum.crc32c`, `error`, and on the root `archive` (the archive directory, which the
-CLI uses to find the archive behind a mount). Any other `user.*` name is stored as given.
+`checksum.crc32c`, `error`, `pinned`, and on the root `archive` (the archive directory,
+which the CLI uses to find the archive behind a mount). Any other `user.*` name is
+stored as given.
+
+What is listed is what a copy should carry: `cp -a`, `tar --xattrs` and `rsync -X` copy
+the listed names, so the computed state (true only here and only now) is readable by
+name but never listed, and neither are a file's inherited policy copies (a file takes
+its family from the directory it is written in). Policy on directories is listed,
+`file_family` first, because the other settings need it. Setting a state attribute is
+accepted and changes nothing, and so is setting a file's policy copy to the value it
+has: restoring attributes that older copies carry then succeeds without a word.
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ from backend.catalog.db import Catalog
 from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.queue import RequestQueue
-from backend.catalog.schema import ROOT_INODE
 from backend.errors import FsError
 
 log = logging.getLogger("reelfs.xattrs")
@@ -38,6 +46,8 @@ ARCHIVE = b"user.reelfs.archive"
 PINNED = b"user.reelfs.pinned"
 READ_ONLY = (STATE, BFID, LOCATION, ADLER, CRC, ERROR, ARCHIVE, PINNED)
 FILE_ATTRS = (STATE, BFID, LOCATION, ADLER, CRC)
+#: the listing's order: a restore sets the family before the settings that need it
+LISTED_FIRST = (FAMILY,)
 XATTR_SIZE_MAX = 65536
 
 
@@ -100,14 +110,12 @@ class Xattrs:
         return None
 
     def list(self, node: Inode) -> list[bytes]:
+        """The stored names a copy of `node` should carry: never the computed state, and
+        on a file not the policy it inherited."""
         names = self.ns.list_xattrs(node.id)
-        if node.id == ROOT_INODE:
-            names.append(ARCHIVE)
-        if node.bitfile is not None:
-            for n in (STATE, BFID, LOCATION, ADLER, CRC, ERROR):
-                if self._virtual(node, n) is not None:
-                    names.append(n)
-        return names
+        if not node.is_dir:
+            return [n for n in names if n not in POLICY]
+        return sorted(names, key=lambda n: n not in LISTED_FIRST)
 
     def set(self, node: Inode, name: bytes, value: bytes) -> None:
         if len(value) > XATTR_SIZE_MAX:
@@ -119,8 +127,11 @@ class Xattrs:
         ):
             raise FsError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} not supported")
         if name in READ_ONLY:
-            log.warning("inode %d: refused to set read-only xattr %s", node.id, name.decode())
-            raise FsError(errno.EPERM, f"{name.decode()} is read-only")
+            # a copy restoring what an older listing exposed: accepted, nothing changes
+            log.debug("inode %d: ignored setting computed xattr %s", node.id, name.decode())
+            return
+        if name in POLICY and not node.is_dir and self.ns.get_xattr(node.id, name) == value:
+            return  # a copy restoring the file's own inherited policy
         if name.startswith(PREFIX) and name not in POLICY:
             log.warning("inode %d: refused unknown reelfs xattr %s", node.id, name.decode())
             raise FsError(errno.EINVAL, f"unknown reelfs attribute {name.decode()}")

@@ -24,7 +24,8 @@ for fam in raw sim; do
     done
 done
 sha256sum "$work"/mnt/*/run*.dat > "$work/sums"
-getfattr -d -m user.reelfs "$work/mnt/raw/run1.dat"
+getfattr -n user.reelfs.state "$work/mnt/raw/run1.dat"
+getfattr -n user.reelfs.bfid "$work/mnt/raw/run1.dat"
 
 echo "== to tape"
 reelfs flush --wait "$work/mnt"

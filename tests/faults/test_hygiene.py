@@ -1,0 +1,112 @@
+"""Hygiene: extended attributes that copy cleanly, stale mounts after a crash, and an
+archive directory other local users cannot read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.archive import Mount
+
+STATE_NAMES = (
+    "user.reelfs.state",
+    "user.reelfs.bfid",
+    "user.reelfs.location",
+    "user.reelfs.checksum.adler32",
+    "user.reelfs.checksum.crc32c",
+    "user.reelfs.archive",
+)
+
+
+def run(*cmd: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+
+
+def family_tree(m: Mount) -> Path:
+    """raw/ with a family and two copies, raw/a (archived, on tape) and raw/b (dirty)."""
+    raw = m.mnt / "raw"
+    raw.mkdir()
+    os.setxattr(raw, "user.reelfs.file_family", b"raw")
+    os.setxattr(raw, "user.reelfs.width", b"1")
+    (raw / "a").write_bytes(b"archived data")
+    m.flush(raw / "a")
+    (raw / "b").write_bytes(b"dirty data")
+    assert m.state(raw / "a") == "archived"
+    return raw
+
+
+# -- extended attributes ------------------------------------------------------------------
+
+
+def test_state_attributes_are_readable_by_name_but_not_listed(mounted: Mount) -> None:
+    raw = family_tree(mounted)
+    listed = os.listxattr(raw / "a")
+    assert not [n for n in listed if n.startswith("user.reelfs.")], listed
+    assert os.getxattr(raw / "a", "user.reelfs.state") == b"archived"
+    assert os.getxattr(raw / "a", "user.reelfs.location").count(b":") == 2
+    assert os.getxattr(raw / "a", "user.reelfs.file_family") == b"raw"  # inherited, by name
+    assert "user.reelfs.archive" not in os.listxattr(mounted.mnt)
+    # the policy the user set is listed, the family first (the other settings need it)
+    assert os.listxattr(raw)[:2] == ["user.reelfs.file_family", "user.reelfs.width"]
+
+
+def test_cp_a_round_trip_carries_policy_and_no_stale_state(mounted: Mount, tmp_path: Path) -> None:
+    raw = family_tree(mounted)
+    os.setxattr(raw / "a", "user.project", b"kept")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    p = run("cp", "-a", raw, disk)
+    assert (p.returncode, p.stderr) == (0, "")
+    copied = {n for f in ("a", "b") for n in os.listxattr(disk / "raw" / f)}
+    assert copied == {"user.project"}  # no state=archived, no location, no inherited family
+    assert os.getxattr(disk / "raw", "user.reelfs.file_family") == b"raw"
+    # back into the mount: the directory's policy is restored, the files are new and dirty
+    back = mounted.mnt / "back"
+    back.mkdir()
+    p = run("cp", "-a", disk / "raw", back)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert os.getxattr(back / "raw", "user.reelfs.file_family") == b"raw"
+    assert mounted.state(back / "raw" / "a") == "dirty"
+    assert (back / "raw" / "a").read_bytes() == b"archived data"
+
+
+def test_tar_xattrs_round_trip_is_silent(mounted: Mount, tmp_path: Path) -> None:
+    family_tree(mounted)
+    tarball = tmp_path / "raw.tar"
+    p = run("tar", "--xattrs", "-cf", tarball, "-C", mounted.mnt, "raw")
+    assert (p.returncode, p.stderr) == (0, "")
+    listing = run("tar", "--xattrs", "-tvvf", tarball).stdout
+    assert "user.reelfs.state" not in listing and "user.reelfs.bfid" not in listing
+    into = mounted.mnt / "restored"
+    into.mkdir()
+    p = run("tar", "--xattrs", "-xf", tarball, "-C", into)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert os.getxattr(into / "raw", "user.reelfs.file_family") == b"raw"
+    assert (into / "raw" / "b").read_bytes() == b"dirty data"
+
+
+def test_stale_state_from_an_old_copy_is_ignored_not_refused(
+    mounted: Mount, tmp_path: Path
+) -> None:
+    # what cp -a made of an archived file before state was hidden from listxattr
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "f").write_bytes(b"old copy")
+    stale = {
+        "user.reelfs.state": b"archived",
+        "user.reelfs.bfid": b"0BADBAD0-1",
+        "user.reelfs.location": b"RF0001:1:0",
+        "user.reelfs.checksum.adler32": b"00000000",
+        "user.reelfs.checksum.crc32c": b"00000000",
+    }
+    for name, value in stale.items():
+        os.setxattr(old / "f", name, value)
+    tarball = tmp_path / "old.tar"
+    assert run("tar", "--xattrs", "-cf", tarball, "-C", tmp_path, "old").returncode == 0
+    p = run("tar", "--xattrs", "-xf", tarball, "-C", mounted.mnt)
+    assert (p.returncode, p.stderr) == (0, "")
+    f = mounted.mnt / "old" / "f"
+    assert mounted.state(f) == "dirty"  # the real state, not the stale one
+    assert os.getxattr(f, "user.reelfs.bfid") != b"0BADBAD0-1"
+    assert not [n for n in os.listxattr(f) if n in STATE_NAMES]
