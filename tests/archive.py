@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mountfs.locate import mounted_archives
+from mountfs.locate import reelfs_mounts
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +65,8 @@ def reelfs_seeing_only(
     `mountpoints` are visible: commands that look for "the" mounted archive then behave
     the same whatever else this machine has mounted (other tests, other users)."""
     keep = {str(m) for m in mountpoints}
-    others = [mnt for mnt, _archive in mounted_archives() if mnt not in keep]
+    # live and stale alike: a stale mount of another test names an archive too
+    others = [m.mountpoint for m in reelfs_mounts() if m.mountpoint not in keep]
     hide = "; ".join(f"umount -l {shlex.quote(m)}" for m in others)
     script = f"{hide + '; ' if hide else ''}exec {shlex.quote(sys.executable)} -m mountfs.cli "
     script += " ".join(shlex.quote(a) for a in args)

@@ -15,10 +15,11 @@ from typing import Any
 from backend import config as cfgmod
 from backend.admin.control import call, is_running
 from backend.admin.files import pending_writes
+from backend.catalog import events
 from backend.catalog.drives import DriveTable
 from backend.errors import ArchiveError
 from mountfs import locate, views
-from mountfs.cli.console import err, out
+from mountfs.cli.console import UsageError, err, out
 
 # The daemon, the drivers and replication are imported by the commands that need them:
 # every other reelfs command would pay for them at start.
@@ -78,12 +79,14 @@ def cmd_mount(a: argparse.Namespace) -> int:
     load_post(config.raw)  # validated here, so a bad section is a usage error, not a crash
     load_serve(config.raw)
     mnt = Path(a.mountpoint).absolute()
-    if not mnt.is_dir():
-        raise ArchiveError(f"mount point {mnt} is not a directory")
-    if os.path.ismount(mnt):
-        raise ArchiveError(f"{mnt} is already a mount point")
+    check_mount_point(mnt, nonempty=a.nonempty)
     if is_running(config.socket_path):
         raise ArchiveError(f"archive {config.archive} is already mounted (its daemon is running)")
+    for other in locate.stale_mounts(config.archive):
+        err.print(
+            f"reelfs: note: archive {config.archive} also has a stale mount on {other} "
+            f"(daemon gone); reelfs umount {other} cleans it up"
+        )
     if a.foreground:
         setup_logging(config, foreground=True, debug=a.debug)
         return serve(config, mnt, fuse_extra=a.fuse_option or [], ready=None, debug=a.debug)
@@ -93,10 +96,39 @@ def cmd_mount(a: argparse.Namespace) -> int:
     return 0
 
 
+def check_mount_point(mnt: Path, *, nonempty: bool) -> None:
+    """UsageError unless `mnt` can be mounted on: the stale mount a crash left (refused,
+    not cleaned: which archive it was is the operator's to see), a directory, not a mount
+    point already, and empty unless `nonempty` (a mount would hide its files)."""
+    here = locate.mount_at(mnt)
+    if here is not None and here.stale:
+        raise UsageError(
+            f"{mnt} is a stale mount (daemon gone) of archive {here.archive}: "
+            f"reelfs umount {mnt} cleans it up, then mount again [stale_mount]"
+        )
+    if not mnt.is_dir():
+        raise UsageError(f"mount point {mnt} is not a directory [mount_point_not_directory]")
+    if os.path.ismount(mnt):
+        what = f"archive {here.archive} is mounted there" if here else "something is mounted there"
+        raise UsageError(f"{mnt} is already a mount point ({what}) [mount_point_busy]")
+    if not nonempty:
+        with os.scandir(mnt) as it:
+            first = next(it, None)
+        if first is not None:
+            raise UsageError(
+                f"mount point {mnt} is not empty ({first.name!r} and maybe more would be "
+                "hidden while mounted): give --nonempty to mount over it [mount_point_not_empty]"
+            )
+
+
 def cmd_umount(a: argparse.Namespace) -> int:
     mnt = Path(a.mountpoint).absolute()
     archive = locate.archive_of_path(str(mnt))
     if archive is None:
+        here = locate.mount_at(mnt)
+        if here is not None and here.stale:
+            _clean_stale(mnt, here, quiet=a.json)
+            return 0
         raise ArchiveError(f"{mnt} is not a reelfs mount")
     config = cfgmod.load(archive)
     info = call(config.socket_path, "ping")
@@ -142,6 +174,46 @@ def cmd_umount(a: argparse.Namespace) -> int:
     if not a.json:
         out.print(f"unmounted {mnt}; tapes dismounted")
     return 0
+
+
+def _clean_stale(mnt: Path, here: locate.ReelfsMount, *, quiet: bool) -> None:
+    """Detach the stale mount a dead daemon left at `mnt` (lazily: a process still in it
+    keeps its ENOTCONN, nothing waits), and say so in the archive's events."""
+    fusermount = shutil.which("fusermount3") or shutil.which("fusermount")
+    tries = [[fusermount, "-u", "-z", str(mnt)]] if fusermount else []
+    tries.append(["umount", "-l", str(mnt)])
+    why = "failed"
+    for cmd in tries:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0 and locate.mount_at(mnt) is None:
+            break
+        why = ((r.stderr or r.stdout).strip().splitlines() or [why])[-1]
+    else:
+        raise ArchiveError(f"cannot clean up the stale mount {mnt} (daemon gone): {why}")
+    what = f" of archive {here.archive}" if here.archive else ""
+    if here.archive is not None:
+        try:
+            config = cfgmod.load(here.archive)
+            cat = locate.catalog(config)
+        except (cfgmod.ConfigError, OSError, ArchiveError):
+            pass  # the archive moved or went: the mount is cleaned all the same
+        else:
+            try:
+                events.record(
+                    cat,
+                    "stale_mount_cleaned",
+                    f"reelfs umount detached the stale mount on {mnt} (daemon gone)",
+                    subject=config.name,
+                    level="warning",
+                    mountpoint=str(mnt),
+                )
+            finally:
+                cat.close()
+    if not quiet:
+        out.print(
+            f"cleaned up the stale mount {mnt}{what} (daemon gone); "
+            "the next reelfs mount recovers the archive"
+        )
 
 
 def _pending_done(cat: Any, files0: int, bytes0: int) -> tuple[int, bool]:
@@ -207,6 +279,11 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--fuse-option", action="append", metavar="OPT", help="pass a FUSE mount option"
     )
     sp.add_argument("--debug", action="store_true")
+    sp.add_argument(
+        "--nonempty",
+        action="store_true",
+        help="mount over a directory that has entries (hidden while mounted)",
+    )
 
     sp = add("umount", cmd_umount, "unmount an archive; waits for pending writes by default")
     sp.add_argument("mountpoint", metavar="MOUNTPOINT")

@@ -10,7 +10,7 @@ from typing import Any
 
 from backend.admin.control import ControlError, DaemonNotRunning, call
 from backend.catalog.integrity import integrity_check
-from mountfs import views
+from mountfs import locate, views
 from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 
 
@@ -21,6 +21,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         except (DaemonNotRunning, ControlError):
             daemon = None
         st = views.status(cat, config, daemon)
+        st["stale_mounts"] = [] if daemon else locate.stale_mounts(config.archive)
     if a.json:
         print(json.dumps(st, default=str))
     else:

@@ -4,10 +4,13 @@ archive directory other local users cannot read."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
-from tests.archive import Mount
+from mountfs.locate import is_stale, mount_at
+from tests.archive import Mount, mount, reelfs, reelfs_seeing_only
+from tests.waiting import wait_for
 
 STATE_NAMES = (
     "user.reelfs.state",
@@ -110,3 +113,56 @@ def test_stale_state_from_an_old_copy_is_ignored_not_refused(
     assert mounted.state(f) == "dirty"  # the real state, not the stale one
     assert os.getxattr(f, "user.reelfs.bfid") != b"0BADBAD0-1"
     assert not [n for n in os.listxattr(f) if n in STATE_NAMES]
+
+
+# -- stale mounts ---------------------------------------------------------------------------
+
+
+def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(mounted: Mount) -> None:
+    f = mounted.mnt / "kept"
+    with open(f, "wb") as out:
+        out.write(b"written before the crash")
+        os.fsync(out.fileno())
+    os.kill(mounted.pid, signal.SIGKILL)
+    wait_for(lambda: is_stale(mounted.mnt), timeout=30, what="the mount to go stale")
+    arch = ["--archive", str(mounted.archive)]
+
+    p = mounted.cli("status", *arch)
+    assert f"stale mount on {mounted.mnt} (daemon gone)" in p.stdout.decode()
+    assert mounted.json("status")["stale_mounts"] == [str(mounted.mnt)]
+    # found without --archive too: the mount table names the archive
+    p = reelfs_seeing_only([mounted.mnt], "status")
+    assert "stale mount" in p.stdout.decode() and str(mounted.archive) in p.stdout.decode()
+
+    p = mounted.cli("mount", str(mounted.archive), str(mounted.mnt), check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "[stale_mount]" in err and "reelfs umount" in err, err
+    assert err.count("\n") == 1
+
+    p = mounted.cli("umount", str(mounted.mnt))
+    assert "cleaned up the stale mount" in p.stdout.decode()
+    assert mount_at(mounted.mnt) is None and not os.path.ismount(mounted.mnt)
+    assert [e["details"]["mountpoint"] for e in mounted.events("stale_mount_cleaned")] == [
+        str(mounted.mnt)
+    ]
+    again = mount(mounted.archive, mounted.mnt)
+    try:
+        assert f.read_bytes() == b"written before the crash"
+    finally:
+        again.stop()
+
+
+def test_mount_over_a_non_empty_directory_needs_nonempty(archive: Path, tmp_path: Path) -> None:
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    (mnt / "underneath").write_text("hidden while mounted")
+    p = reelfs("mount", str(archive), str(mnt), check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "[mount_point_not_empty]" in err and "--nonempty" in err, err
+    assert not os.path.ismount(mnt)
+    m = mount(archive, mnt, extra=["--nonempty"])
+    try:
+        assert os.listdir(mnt) == []
+    finally:
+        m.stop()
+    assert (mnt / "underneath").read_text() == "hidden while mounted"

@@ -277,7 +277,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, mounted: Mount) -> 
     p = reelfs("flush", str(tmp_path), check=False)
     assert p.returncode == 1 and "which archive" in p.stderr.decode()
     p = reelfs("mount", str(mounted.archive), str(tmp_path / "mnt2"), check=False)
-    assert p.returncode == 1
+    assert p.returncode == 2 and "[mount_point_not_directory]" in p.stderr.decode()
     (tmp_path / "mnt2").mkdir()
     p = reelfs("mount", str(mounted.archive), str(tmp_path / "mnt2"), check=False)
     assert p.returncode == 1 and "already mounted" in p.stderr.decode()
