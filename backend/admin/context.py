@@ -26,6 +26,7 @@ from backend.cache.store import Cache
 from backend.catalog.db import Catalog, open_catalog
 from backend.config import Config
 from backend.library.offline import volume_in_drive
+from backend.permissions import PRIVATE_UMASK
 from drivers.library import open_library
 from drivers.tape import Library, MediaChanger, TapeDrive
 
@@ -117,11 +118,18 @@ class LocalContext(CatalogOfItsOwn):
         self.config = config
         self._progress = progress
         self._lock: int | None = None
+        self._umask = PRIVATE_UMASK
         self._cache: Cache | None = None
         self._library: Library | None = None
 
     def __enter__(self) -> LocalContext:
-        self._lock = lock_archive(self.config)
+        # what the command creates under the archive is private (backend.permissions)
+        self._umask = os.umask(PRIVATE_UMASK)
+        try:
+            self._lock = lock_archive(self.config)
+        except BaseException:
+            os.umask(self._umask)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -133,6 +141,7 @@ class LocalContext(CatalogOfItsOwn):
             if self._lock is not None:
                 os.close(self._lock)
                 self._lock = None
+            os.umask(self._umask)
 
     @property
     def cache(self) -> Cache:

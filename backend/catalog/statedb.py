@@ -35,6 +35,11 @@ def open_wal(path: str | os.PathLike[str], synchronous: str) -> sqlite3.Connecti
     """`connect`, creating the database (and its directory) if missing, in WAL mode with
     `synchronous` ("NORMAL": commits survive a killed process; "FULL": a power cut too)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.exists(path):
+        # private whatever the umask: it holds what was announced (names, sums); SQLite
+        # gives its -wal and -shm the database file's mode. No connection to a missing
+        # file exists, so this open and close drops no lock of ours.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     conn = connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")

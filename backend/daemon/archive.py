@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -40,6 +41,7 @@ from backend.library.manager import LibraryManager
 from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverContext, MoverHooks
+from backend.permissions import Tightened, set_private_umask, tighten
 from drivers.library import open_library
 from drivers.tape import ElementType, Library, TapeDrive
 
@@ -110,11 +112,15 @@ class ArchiveDaemon:
     def open(self) -> None:
         """Everything that must happen before the archive serves anything (blocking)."""
         cfg = self.config
+        set_private_umask()  # all the daemon writes is under the archive, for its user only
         self.services = ReplicationServices(cfg)  # a bad [post] or [serve] stops the start
         self.lock_fd = lock_archive(cfg)
         try:
+            # before SQLite makes the catalog's -wal and -shm, which take the catalog's mode
+            tightened = self._tighten_permissions()
             self.cat = open_catalog(cfg.catalog_path)
             check_archive_id(cfg, meta.archive_id(self.cat))  # before anything is written
+            self._record_tightened(tightened)
             self.worker_cat = open_catalog(cfg.catalog_path, any_thread=True)
             self.cache = Cache(
                 cfg.cache.path,
@@ -158,6 +164,30 @@ class ArchiveDaemon:
         except BaseException:
             self.close()
             raise
+
+    def _tighten_permissions(self) -> Tightened:
+        """Make what an older reelfs, a restore or an operator left readable by other
+        users private again (files 0600, directories 0700)."""
+        cfg = self.config
+        roots = [cfg.archive, cfg.cache.path]
+        if cfg.library.type == "emulated":
+            roots.append(cfg.archive / cfg.library.path)
+        return tighten(roots, mountpoint=Path(self.mountpoint) if self.mountpoint else None)
+
+    def _record_tightened(self, done: Tightened) -> None:
+        cfg = self.config
+        if done.changed or done.foreign or done.failed:
+            events.record(
+                self.cat,
+                "permissions_tightened",
+                f"{done.files} file(s) and {done.dirs} directory(ies) under the archive were "
+                "readable by other users and are private now"
+                + (f"; {len(done.foreign)} owned by another user" if done.foreign else "")
+                + (f"; {len(done.failed)} could not be changed" if done.failed else ""),
+                subject=cfg.name,
+                level="warning" if done.foreign or done.failed else "info",
+                **done.details(),
+            )
 
     def _start_movers(self) -> None:
         assert self.library is not None

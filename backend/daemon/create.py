@@ -5,6 +5,7 @@ mount."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from backend.catalog import meta
 from backend.catalog.db import open_catalog
 from backend.errors import ArchiveError
 from backend.library.reconcile import reconcile_library
+from backend.permissions import DIR_MODE, private_umask
 from drivers.scsi.identity import is_lto
 from drivers.scsi.library import open_drive
 
@@ -114,40 +116,45 @@ def init_archive(path: Path, opts: InitOptions) -> cfgmod.Config:
     if opts.library == "emulated":
         raw["library"].pop("default_capacity", None)
     config = cfgmod.build(path, raw)  # validate before anything touches the disk
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        (path / cfgmod.CONFIG_NAME).write_text(
-            "# reelfs archive configuration: see reelfs.conf(5)\n\n" + cfgmod.dump(raw)
-        )
-        for d in (config.run_dir, config.log_dir, config.cache.path):
-            d.mkdir(parents=True, exist_ok=True)
-        cat = open_catalog(config.catalog_path, create=True)
-        try:
-            meta.set_archive_id(cat, config.archive_id)
-            meta.mark_clean_stop(cat)  # nothing to recover in a new archive
-            if opts.library == "emulated":
-                from drivers.emulated import create_library, open_library
-
-                labels = volume_labels(opts.label_prefix, opts.volumes)
-                cleaning = [f"CLN{i:03d}" for i in range(1, opts.cleaning + 1)]
-                lib_dir = path / "library"
-                create_library(
-                    lib_dir,
-                    drives=opts.drives,
-                    slots=len(labels) + len(cleaning) + max(2, opts.volumes // 4),
-                    volumes=labels,
-                    capacity=opts.volume_size,
-                    cleaning=cleaning,
-                )
-                lib = open_library(lib_dir)
-                try:
-                    reconcile_library(
-                        cat, lib.changer, media_type="emulated", default_capacity=opts.volume_size
-                    )
-                finally:
-                    lib.close()
-        finally:
-            cat.close()
-    except BaseException:
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)  # the user's own, with the user's umask
+    with private_umask():  # all below the archive directory: its user's alone
+        path.mkdir(exist_ok=True)
+        os.chmod(path, DIR_MODE)  # also an empty directory given to init
+        _populate(path, config, raw, opts)
     return config
+
+
+def _populate(path: Path, config: cfgmod.Config, raw: dict[str, Any], opts: InitOptions) -> None:
+    """reelfs.toml, the directories, the catalog and the emulated library of a new archive."""
+    (path / cfgmod.CONFIG_NAME).write_text(
+        "# reelfs archive configuration: see reelfs.conf(5)\n\n" + cfgmod.dump(raw)
+    )
+    for d in (config.run_dir, config.log_dir, config.cache.path):
+        d.mkdir(parents=True, exist_ok=True)
+    cat = open_catalog(config.catalog_path, create=True)
+    try:
+        meta.set_archive_id(cat, config.archive_id)
+        meta.mark_clean_stop(cat)  # nothing to recover in a new archive
+        if opts.library == "emulated":
+            from drivers.emulated import create_library, open_library
+
+            labels = volume_labels(opts.label_prefix, opts.volumes)
+            cleaning = [f"CLN{i:03d}" for i in range(1, opts.cleaning + 1)]
+            lib_dir = path / "library"
+            create_library(
+                lib_dir,
+                drives=opts.drives,
+                slots=len(labels) + len(cleaning) + max(2, opts.volumes // 4),
+                volumes=labels,
+                capacity=opts.volume_size,
+                cleaning=cleaning,
+            )
+            lib = open_library(lib_dir)
+            try:
+                reconcile_library(
+                    cat, lib.changer, media_type="emulated", default_capacity=opts.volume_size
+                )
+            finally:
+                lib.close()
+    finally:
+        cat.close()

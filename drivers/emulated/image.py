@@ -33,6 +33,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
+from drivers.emulated.layout import FILE_MODE
 from drivers.tape import DriveError, MediaError, NotReadyError
 
 MAGIC = b"REELTAPE"
@@ -145,7 +146,7 @@ def create_image(path: Path, header: CartridgeHeader) -> None:
         header.created_ns = time.time_ns()
     index = header.pack().ljust(STATE_AT, b"\0") + _state(0)
     for name, data in ((path, b""), (index_path(path), index.ljust(ENTRIES_AT, b"\0"))):
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             os.write(fd, data)
             os.fsync(fd)

@@ -39,6 +39,9 @@ FAULTS_FILE = "faults.json"
 LOCK_FILE = "lock"
 TAPES_DIR = "tapes"
 TAPE_SUFFIX = ".tape"
+#: a library's files hold an archive's data: its owner's alone, whatever the umask
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 # Element addresses as a typical SMC library numbers them.
 TRANSPORT_ADDRESS = 1
@@ -200,7 +203,7 @@ class LibraryDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the library's exclusive lock (across processes) for a read-modify-write."""
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -213,7 +216,7 @@ def write_json_atomically(path: Path, data: Any) -> None:
     even if this process is killed half-way (tmp + fsync + rename + directory fsync)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         view = memoryview(payload)
         while view:

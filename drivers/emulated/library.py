@@ -3,6 +3,7 @@ cartridges through the import/export slots, injecting and clearing faults."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from drivers.emulated.image import (
     read_header,
 )
 from drivers.emulated.layout import (
+    DIR_MODE,
     DRIVE_BASE,
     IMPORT_EXPORT_BASE,
     MAX_DRIVES,
@@ -124,7 +126,10 @@ def create_library(
         cleaning_uses=cleaning_uses,
     )
     lib = LibraryDir(path)
-    lib.tapes.mkdir(parents=True)
+    lib.path.mkdir(parents=True, exist_ok=True)
+    lib.tapes.mkdir()
+    for d in (lib.path, lib.tapes):
+        os.chmod(d, DIR_MODE)  # whatever the umask: its tapes are an archive's data
     state = ChangerState(dict.fromkeys(desc.storage_addresses()))
     for address, barcode in zip(desc.slots, [*volumes, *cleaning], strict=False):
         _new_cartridge(lib, desc, barcode, capacity)

@@ -69,6 +69,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def cmd_mount(a: argparse.Namespace) -> int:
+    from backend.permissions import set_private_umask
     from backend.replication.post_config import load_post, load_serve
     from mountfs.mount import daemonize_and_serve, serve, setup_logging
 
@@ -87,6 +88,7 @@ def cmd_mount(a: argparse.Namespace) -> int:
             f"reelfs: note: archive {config.archive} also has a stale mount on {other} "
             f"(daemon gone); reelfs umount {other} cleans it up"
         )
+    set_private_umask()  # this process becomes the daemon: its logs are private from the start
     if a.foreground:
         setup_logging(config, foreground=True, debug=a.debug)
         return serve(config, mnt, fuse_extra=a.fuse_option or [], ready=None, debug=a.debug)

@@ -4,12 +4,15 @@ archive directory other local users cannot read."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 from mountfs.locate import is_stale, mount_at
-from tests.archive import Mount, mount, reelfs, reelfs_seeing_only
+from tests.archive import Mount, init_archive, mount, reelfs, reelfs_seeing_only
 from tests.waiting import wait_for
 
 STATE_NAMES = (
@@ -166,3 +169,87 @@ def test_mount_over_a_non_empty_directory_needs_nonempty(archive: Path, tmp_path
     finally:
         m.stop()
     assert (mnt / "underneath").read_text() == "hidden while mounted"
+
+
+# -- local security -----------------------------------------------------------------------
+
+
+def as_nobody(*cmd: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+    )
+
+
+def everything_under(root: Path) -> list[tuple[str, os.stat_result]]:
+    out = [(str(root), os.lstat(root))]
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            out.append((p, os.lstat(p)))
+    return out
+
+
+def readable_by_nobody(paths: list[tuple[str, os.stat_result]]) -> list[str]:
+    """What user nobody can read (a file) or list or enter (a directory), asked as nobody."""
+    lines = "".join(
+        f"{'d' if stat.S_ISDIR(st.st_mode) else 'f'} {p}\n"
+        for p, st in paths
+        if not stat.S_ISLNK(st.st_mode)
+    )
+    script = (
+        'while IFS=" " read -r t p; do '
+        'if [ "$t" = d ]; then { [ -r "$p" ] || [ -x "$p" ]; } && echo "$p"; '
+        'else [ -r "$p" ] && echo "$p"; fi; done; true'
+    )
+    p = as_nobody("sh", "-c", script, stdin=lines)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.splitlines()
+
+
+def test_nobody_reads_nothing_under_the_archive_whatever_the_umask() -> None:
+    # other users must reach the mount point to be refused there: not under pytest's tmp
+    public = Path(tempfile.mkdtemp(prefix="reelfs-hygiene-", dir="/tmp"))
+    os.chmod(public, 0o755)
+    old = os.umask(0)  # the most open umask: the archive's modes must not come from it
+    m = None
+    try:
+        archive = init_archive(public / "archive", drives=1, volumes=2)
+        # what an older reelfs left: a readable catalog, tape directory and tape image
+        os.chmod(archive, 0o755)
+        os.chmod(archive / "catalog.db", 0o644)
+        os.chmod(archive / "library" / "tapes", 0o755)
+        tape = next((archive / "library" / "tapes").glob("RF*.tape"))
+        os.chmod(tape, 0o644)
+        m = mount(archive, public / "mnt", extra=["--allow-other"])
+        os.umask(old)
+        (tightened,) = m.events("permissions_tightened")
+        assert (tightened["details"]["files"], tightened["details"]["dirs"]) == (2, 2)
+
+        secret = m.mnt / "secret"
+        secret.mkdir(mode=0o700)
+        (secret / "f").write_bytes(b"TOP-SECRET-PAYLOAD")
+        os.chmod(secret / "f", 0o600)
+        m.flush(secret / "f")  # on tape and in the cache
+        (secret / "dirty").write_bytes(b"in the cache only")
+        refused = as_nobody("cat", str(secret / "f"))
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+        paths = everything_under(archive)
+        assert len(paths) > 20  # catalog, WAL, cache files, tape images, run/, log/
+        loose = [
+            f"{p} {stat.S_IMODE(st.st_mode):04o}"
+            for p, st in paths
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077
+        ]
+        assert loose == []
+        assert {st.st_uid for _, st in paths} == {os.geteuid()}
+        assert readable_by_nobody(paths) == []
+    finally:
+        os.umask(old)
+        if m is not None:
+            m.stop()
+        shutil.rmtree(public, ignore_errors=True)
