@@ -13,8 +13,8 @@ A lone surrogate cannot go where text must be valid UTF-8, so each boundary conv
   names it with `\\xNN` (`text_of`), its JSON details exactly;
 - JSON (posts, `--json`) escapes it as `\\udcNN` (json's default `ensure_ascii`), and
   a `*_b64` field beside carries the bytes for readers that cannot undo that;
-- a terminal or a log line gets `printable`: control characters, backslash and bytes
-  that are not UTF-8 escaped, never raw.
+- a terminal or a log line gets `printable`: control characters and bytes that are not
+  UTF-8 escaped, never raw.
 """
 
 from __future__ import annotations
@@ -78,15 +78,14 @@ def printable(path: str | bytes) -> str:
     """A path for a terminal or a log line: valid UTF-8 without control characters.
 
     A control character (C0 and DEL) or a byte that is not UTF-8 becomes `\\xNN`, a
-    C1 control character (valid UTF-8, two bytes) `\\u00NN`, a backslash `\\\\`: no
-    name can move the cursor, clear the screen or pass for another."""
+    C1 control character (valid UTF-8, two bytes) `\\u00NN`: no name can move the
+    cursor or clear the screen. (Backslashes stay as they are, as in event messages that
+    `text_of` wrote; `--json` and its `*_b64` fields are the exact form.)"""
     text = from_bytes(path) if isinstance(path, bytes) else path
     out: list[str] = []
     for ch in text:
         c = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif 0xD800 <= c <= 0xDFFF:
+        if 0xD800 <= c <= 0xDFFF:
             out.append(_surrogate(ch))
         elif c < 0x20 or c == 0x7F:
             out.append(f"\\x{c:02x}")
