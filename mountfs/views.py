@@ -19,6 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from backend.catalog import events as eventlog
 from backend.catalog import reports
@@ -28,6 +29,7 @@ from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RECALL, RequestQueue
 from backend.config import Config, format_size
+from backend.names import printable, with_b64
 
 VOLUME_COLUMNS = [
     "label",
@@ -102,21 +104,24 @@ def queue(cat: Catalog, limit: int | None) -> list[dict[str, Any]]:
     now = time.time_ns()
     rows = reports.queue(cat, limit)
     return [
-        {
-            "id": r[0],
-            "kind": r[1],
-            "state": r[2],
-            "path": ns.path_of(r[3]) if r[3] is not None else None,
-            "family": r[4],
-            "volume": r[5],
-            "size": r[6],
-            "age": round((now - r[7]) / 1e9, 1),
-            "tries": r[8],
-            "error": r[9],
-            "bfid": r[10],
-            "urgent": bool(r[11]),
-            "drive": r[12],
-        }
+        with_b64(
+            {
+                "id": r[0],
+                "kind": r[1],
+                "state": r[2],
+                "path": ns.path_of(r[3]) if r[3] is not None else None,
+                "family": r[4],
+                "volume": r[5],
+                "size": r[6],
+                "age": round((now - r[7]) / 1e9, 1),
+                "tries": r[8],
+                "error": r[9],
+                "bfid": r[10],
+                "urgent": bool(r[11]),
+                "drive": r[12],
+            },
+            "path",
+        )
         for r in rows
     ]
 
@@ -125,6 +130,7 @@ def events(cat: Catalog, limit: int, kind: str | None) -> list[dict[str, Any]]:
     out = []
     for e in reversed(eventlog.recent(cat, kind=kind, limit=limit)):
         e["time"] = _time(e.pop("time_ns"))
+        e["details"] = with_b64(e["details"], "path", "old_path")
         out.append(e)
     return out
 
@@ -184,7 +190,7 @@ def file_info(cat: Catalog, config: Config, inode: int, path: str) -> dict[str, 
                     "write_request": writing,
                 }
             )
-    return info
+    return with_b64(info, "path", "archive_path")
 
 
 def status(cat: Catalog, config: Config, daemon: dict | None) -> dict[str, Any]:
@@ -214,12 +220,14 @@ def status(cat: Catalog, config: Config, daemon: dict | None) -> dict[str, Any]:
 # -- printing -------------------------------------------------------------------------------
 
 
-def _cell(col: str, v: Any) -> str:
+def _cell(col: str, v: Any) -> Text:
+    """A table cell: plain text (names are not rich markup), never a raw control
+    character or a byte that is not UTF-8 (`backend.names.printable`)."""
     if v is None:
-        return ""
+        return Text("")
     if col in ("used", "capacity", "size") and isinstance(v, int):
-        return format_size(v)
-    return str(v)
+        return Text(format_size(v))
+    return Text(printable(str(v)))
 
 
 def print_table(console: Console, title: str, rows: list[dict], columns: list[str]) -> None:
@@ -232,7 +240,9 @@ def print_table(console: Console, title: str, rows: list[dict], columns: list[st
 
 
 def print_info(console: Console, info: dict) -> None:
-    t = Table(show_header=False, title=info["path"], title_justify="left", box=None)
+    t = Table(
+        show_header=False, title=Text(printable(info["path"])), title_justify="left", box=None
+    )
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for k, v in info.items():
@@ -240,8 +250,8 @@ def print_info(console: Console, info: dict) -> None:
             v = "\n".join(c["location"] for c in v) or "(none yet)"
         elif k == "size":
             v = f"{v} ({format_size(v)})"
-        if v is not None and k != "path":
-            t.add_row(k, str(v))
+        if v is not None and k != "path" and not k.endswith("_b64"):
+            t.add_row(k, Text(printable(str(v))))
     console.print(t)
 
 
@@ -297,7 +307,7 @@ def print_summary(console: Console, op: str, s: dict) -> None:
     for why, n in sorted(s.get("skipped", {}).items()):
         console.print(f"  {n} skipped: {why}")
     for e in s.get("errors", []):
-        console.print(f"  error: {e}")
+        console.print(f"  error: {printable(str(e))}")
     if s.get("note"):
         console.print(f"  {s['note']}")
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from backend.catalog.db import Catalog
+from backend.names import text_of
 
 log = logging.getLogger("reelfs.events")
 
@@ -32,7 +33,11 @@ def record(
     level: str = "info",
     **details: Any,
 ) -> None:
-    """Append an event (in the caller's transaction if there is one)."""
+    """Append an event (in the caller's transaction if there is one).
+
+    A path in `message` or `subject` that is not UTF-8 is written there with `\\xNN`;
+    a path in `details` is kept exact (JSON escapes it as `\\udcNN`)."""
+    message, subject = text_of(message), text_of(subject)
     log.log(_LEVELS.get(level, logging.INFO), "%s %s: %s", kind, subject, message)
     with cat.tx():
         cat.execute(

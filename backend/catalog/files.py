@@ -20,6 +20,7 @@ from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.families import DEFAULT_FAMILY, pool_name
 from backend.catalog.queue import RequestQueue
+from backend.names import from_db
 
 DIRTY, ARCHIVED, RELEASED, DELETED = "dirty", "archived", "released", "deleted"
 EMPTY_ADLER32, EMPTY_CRC32C = 1, 0  # adler32 and CRC-32C of no bytes
@@ -53,6 +54,9 @@ class Bitfile:
     generation: int
     writers: int
     error: str | None
+
+    def __post_init__(self) -> None:
+        self.path = from_db(self.path)  # bytes when the name is not UTF-8
 
     @property
     def cached(self) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from backend.catalog.db import Catalog
 from backend.catalog.files import DELETED, RELEASED
 from backend.catalog.volumes import NOACCESS, READONLY
+from backend.names import to_db
 
 FOREIGN = "foreign"  # volumes.origin of an imported volume
 
@@ -104,7 +105,7 @@ class ForeignVolumes:
                     size,
                     adler32,
                     crc32c,
-                    path,
+                    to_db(path),
                     mtime_ns,
                     mtime_ns,
                     archived_ns,

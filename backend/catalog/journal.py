@@ -7,10 +7,11 @@ its messages in the outbox. The table is made by migration v2.
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from typing import Any
 
 from backend.catalog.db import Catalog
+from backend.names import from_db, to_db
 
 
 def record(
@@ -28,16 +29,23 @@ def record(
         cat.execute(
             "INSERT INTO changes(kind, inode, path, old_path, target, origin, time_ns) "
             "VALUES (?,?,?,?,?,?,?)",
-            (kind, inode, path, old_path, target, origin, time.time_ns()),
+            (kind, inode, to_db(path), to_db(old_path), to_db(target), origin, time.time_ns()),
         )
 
 
-def oldest(cat: Catalog, limit: int) -> list[sqlite3.Row]:
-    """Up to `limit` of the oldest changes: id, kind, inode, path, old_path, target, origin."""
-    return cat.all(
+def oldest(cat: Catalog, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` of the oldest changes: id, kind, inode, path, old_path, target, origin
+    (the paths as `str` holding their bytes, see `backend.names`)."""
+    out = []
+    for r in cat.all(
         "SELECT id, kind, inode, path, old_path, target, origin FROM changes ORDER BY id LIMIT ?",
         (limit,),
-    )
+    ):
+        row = dict(r)
+        for key in ("path", "old_path", "target"):
+            row[key] = from_db(row[key])
+        out.append(row)
+    return out
 
 
 def delete(cat: Catalog, change_id: int) -> None:

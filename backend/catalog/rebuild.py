@@ -17,6 +17,7 @@ scan.
 from __future__ import annotations
 
 from backend.catalog.db import Catalog
+from backend.names import to_db
 
 
 class RebuiltCatalog:
@@ -62,7 +63,7 @@ class RebuiltCatalog:
                     crc32c,
                     state,
                     family,
-                    path,
+                    to_db(path),
                     mtime_ns,
                     mtime_ns,
                     archived_ns,

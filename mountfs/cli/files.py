@@ -18,6 +18,7 @@ from backend.admin import files as admin
 from backend.admin import registry
 from backend.catalog.files import FileClerk
 from backend.config import Config
+from backend.names import printable
 from mountfs import locate, views
 from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 
@@ -80,7 +81,7 @@ def _wait(
     if a.json:
         print(json.dumps({"files": len(bitfiles), "bytes": total, "errors": errors}))
     for e in errors:
-        err.print(f"reelfs: {e}")
+        err.print(f"reelfs: {printable(str(e))}")
     return EXIT_FAIL if errors else 0
 
 

@@ -17,6 +17,7 @@ from backend import config as cfgmod
 from backend.admin.control import ControlError, DaemonNotRunning
 from backend.catalog.db import CatalogError
 from backend.errors import ArchiveError
+from backend.names import printable
 from mountfs import views
 from mountfs.cli import archive, drive, files, library, listings, serve, subscribe, tape
 from mountfs.cli.console import EXIT_FAIL, EXIT_USAGE, UsageError, err
@@ -66,23 +67,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(a.func(a) or 0)
     except UsageError as e:
-        err.print(f"reelfs: {e}")
+        err.print(f"reelfs: {printable(str(e))}")
         return EXIT_USAGE
     except cfgmod.ConfigError as e:
-        err.print(f"reelfs: configuration: {e}")
+        err.print(f"reelfs: configuration: {printable(str(e))}")
         return EXIT_USAGE
     except (ArchiveError, ControlError, DaemonNotRunning, CatalogError) as e:
-        err.print(f"reelfs: {e}")
+        err.print(f"reelfs: {printable(str(e))}")
         return EXIT_FAIL
     except views.WaitTimeout as e:
-        err.print(f"reelfs: {e}")
+        err.print(f"reelfs: {printable(str(e))}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         err.print("reelfs: interrupted")
         return 130
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        err.print(f"reelfs: {where}{e.strerror or e}")
+        err.print(f"reelfs: {printable(where + str(e.strerror or e))}")
         return EXIT_FAIL
 
 
