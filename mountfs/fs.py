@@ -433,10 +433,12 @@ class ReelFS(pyfuse3.Operations):
                         errno.EAGAIN, "transparent recalls are refused here; use reelfs recall"
                     ) from None
                 log.info("inode %d: open waits for a recall from tape", node.id)
+                # at most [cache] recall_timeout: ETIMEDOUT, ENOSPC or EIO with the reason
+                # in user.reelfs.error (the kernel lets not even kill -9 end this wait)
                 error = await self.daemon.wait_recall(r.bitfile_id)
                 if error:
-                    log.error("inode %d: %s", node.id, error)
-                    raise FsError(errno.EIO, error) from None
+                    log.error("inode %d: %s", node.id, error.message)
+                    raise FsError(error.errno, error.message) from None
                 node = self.ns.get(node.id)
         self._relatime(node, h)
         return h

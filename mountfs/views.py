@@ -324,9 +324,12 @@ def wait_progress(
     console: Console,
     timeout: float | None,
     stalled: Callable[[], str | None] | None = None,
+    gone: Callable[[], str | None] | None = None,
     quiet: bool = False,
 ) -> None:
-    """Show a progress bar until `poll()` says done; raises WaitTimeout at the deadline."""
+    """Show a progress bar until `poll()` says done; raises WaitTimeout at the deadline
+    (with the last reason `stalled()` gave) or as soon as `gone()` says the work cannot
+    go on."""
     deadline = None if timeout is None else time.monotonic() + timeout
     columns = [TextColumn("{task.description}"), BarColumn()]
     columns += (
@@ -344,11 +347,15 @@ def wait_progress(
             if finished:
                 bar.update(task, completed=total)
                 return
-            if stalled is not None:
-                note = stalled()
-                if note and note != last_note:
-                    console.print(f"waiting: {note}", style="yellow")
-                    last_note = note
+            stopped = gone() if gone is not None else None
+            if stopped:
+                raise WaitTimeout(stopped)
+            note = stalled() if stalled is not None else None
+            if note and note != last_note:
+                console.print(f"waiting: {note}", style="yellow")
+            last_note = note or last_note
             if deadline is not None and time.monotonic() > deadline:
-                raise WaitTimeout(f"{what}: not done after {timeout:.0f}s")
+                raise WaitTimeout(
+                    f"{what}: not done after {timeout:.0f}s" + (f": {note}" if note else "")
+                )
             time.sleep(0.2)

@@ -38,3 +38,26 @@ def lock_archive(config: Config) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def lock_holder(config: Config) -> int | None:
+    """The pid of the process holding the archive lock, or None when nobody holds it.
+
+    A non-blocking shared flock is refused exactly while an owner holds its exclusive
+    one; the kernel drops that when the owner dies, even by kill -9, so this tells a
+    live daemon from a dead one whatever pid file it left behind."""
+    path = config.run_dir / "daemon.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

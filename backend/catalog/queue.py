@@ -205,6 +205,55 @@ class RequestQueue:
             or 0
         )
 
+    # -- why work waits (backend.library.diagnosis) ---------------------------------------
+
+    def recall_of(self, bitfile: int) -> tuple[int, str, str | None, str | None, int] | None:
+        """(request id, state, volume, error, created_ns) of a file's recall, if queued."""
+        row = self.cat.one(
+            "SELECT id, state, volume, error, created_ns FROM requests WHERE bitfile=? AND kind=?",
+            (bitfile, RECALL),
+        )
+        return None if row is None else (int(row[0]), row[1], row[2], row[3], int(row[4]))
+
+    def recalls_ahead(self, created_ns: int) -> int:
+        """How many recalls were queued before `created_ns` and are still waiting or running."""
+        return int(
+            self.cat.value(
+                "SELECT count(*) FROM requests WHERE kind=? AND created_ns < ?",
+                (RECALL, created_ns),
+            )
+            or 0
+        )
+
+    def recalls_queued_before(self, before_ns: int) -> list[tuple[int, int]]:
+        """(request id, bitfile) of the recalls queued before `before_ns` and not started."""
+        return [
+            (int(r[0]), int(r[1]))
+            for r in self.cat.all(
+                "SELECT id, bitfile FROM requests WHERE kind=? AND state=? AND created_ns < ?",
+                (RECALL, QUEUED, before_ns),
+            )
+        ]
+
+    def write_pools_waiting(self, bitfiles: list[int] | None = None) -> list[tuple[str, int, int]]:
+        """(pool, files, smallest size) of the queued writes, of `bitfiles` if given."""
+        where, args = "", [WRITE, QUEUED]
+        if bitfiles is not None:
+            if not bitfiles:
+                return []
+            ids = bitfiles[:500]  # a diagnosis, not an account: a sample is enough
+            where = f" AND r.bitfile IN ({','.join('?' * len(ids))})"
+            args += ids
+        return [
+            (r[0], int(r[1]), int(r[2]))
+            for r in self.cat.all(
+                "SELECT r.family, count(*), MIN(b.size) FROM requests r "
+                "JOIN bitfiles b ON b.id = r.bitfile WHERE r.kind=? AND r.state=?"
+                f"{where} GROUP BY r.family",
+                args,
+            )
+        ]
+
     # -- what the library manager schedules ------------------------------------------------
 
     def recall_volumes(self, now: int) -> list[str]:

@@ -147,6 +147,15 @@ class VolumeClerk:
                 return self.get(v.label)
         return None
 
+    def has_blank(self, need: int) -> bool:
+        """Whether the common pool still has a blank volume that can hold `need` bytes."""
+        return (
+            self.cat.one(
+                "SELECT 1 FROM volumes WHERE state=? AND capacity >= ? LIMIT 1", (BLANK, need)
+            )
+            is not None
+        )
+
     def mounted(self, label: str) -> None:
         with self.cat.tx():
             self.cat.execute(

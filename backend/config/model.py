@@ -101,6 +101,8 @@ class CacheConfig(Model):
     high_watermark: Fraction = 0.9
     low_watermark: Fraction = 0.75
     full_timeout: Duration = Field("60s")
+    #: how long an open() waits for a recall, and a blocked recall stays queued
+    recall_timeout: Duration = Field("10min")
 
     @model_validator(mode="after")
     def _watermarks(self) -> CacheConfig:

@@ -9,6 +9,7 @@ loop of the main thread; the front end waits here for recalls and for room in th
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -37,7 +38,10 @@ from backend.daemon.controls import ControlServer
 from backend.daemon.recovery import RecoveryReport, recover
 from backend.daemon.services import ReplicationServices
 from backend.errors import ArchiveError
+from backend.library.diagnosis import Reason
 from backend.library.manager import LibraryManager
+from backend.library.recall import expire as recall_expire
+from backend.library.recall import give_up as recall_give_up
 from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverContext, MoverHooks
@@ -60,7 +64,7 @@ class RecallWait:
     """Opens waiting for one file's recall."""
 
     event: trio.Event = field(default_factory=trio.Event)
-    error: str | None = None
+    error: Reason | None = None
 
 
 class ArchiveDaemon:
@@ -315,10 +319,11 @@ class ArchiveDaemon:
         if bitfiles:
             self._to_trio(self._archived, bitfiles[-1])
 
-    def _recall_done(self, bitfile: int, error: str | None) -> None:
+    def _recall_done(self, bitfile: int, error: str | Reason | None) -> None:
         w = self.recall_waits.pop(bitfile, None)
         if w is not None:
-            w.error = error
+            # a mover's failure means no copy could be read: EIO
+            w.error = Reason("no_good_copy", errno.EIO, error) if isinstance(error, str) else error
             w.event.set()
 
     def _archived(self, bitfile: int) -> None:
@@ -330,6 +335,7 @@ class ArchiveDaemon:
     async def run_services(self, nursery: trio.Nursery) -> None:
         self.trio_token = trio.lowlevel.current_trio_token()
         nursery.start_soon(self._eviction_loop)
+        nursery.start_soon(self._recall_expiry_loop)
         await nursery.start(self.controls.serve)
 
     async def in_worker(self, fn, *args, **kw):
@@ -348,6 +354,20 @@ class ArchiveDaemon:
                     await self.in_worker(to_watermark, self.cache, protect)
                 except Exception:
                     log.exception("cache eviction failed")
+
+    async def _recall_expiry_loop(self) -> None:
+        """Fail the recalls blocked past `[cache] recall_timeout` and wake their waiters."""
+        interval = min(RECALL_POLL, max(0.5, self.config.cache.recall_timeout / 4))
+        while True:
+            await trio.sleep(interval)
+            try:
+                expired = await self.in_worker(recall_expire, self.config, time.time_ns())
+            except Exception:
+                log.exception("recall expiry sweep failed")
+                continue
+            for bitfile, reason in expired:
+                log.error("bitfile %d: %s", bitfile, reason)
+                self._recall_done(bitfile, reason)
 
     async def make_room(self, nbytes: int) -> bool:
         """Wait until `nbytes` more fit in the cache: evict, then flush and evict again,
@@ -371,16 +391,19 @@ class ArchiveDaemon:
             with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):
                 await self.archived_event.wait()
 
-    async def wait_recall(self, bitfile: int) -> str | None:
-        """Queue a recall of `bitfile` if needed and wait for it; returns the error or None."""
+    async def wait_recall(self, bitfile: int) -> Reason | None:
+        """Queue a recall of `bitfile` if needed and wait for it, at most
+        `[cache] recall_timeout`; returns why it failed (with its errno) or None."""
         files = FileClerk(self.cat, self.config.archive_id)
+        timeout = self.config.cache.recall_timeout
+        deadline = trio.current_time() + timeout
         while True:
             w = self.recall_waits.get(bitfile)
             if w is None:
                 w = self.recall_waits[bitfile] = RecallWait()
             bf = files.get(bitfile)
             if bf is None:
-                return "file deleted"
+                return Reason("no_good_copy", errno.ENOENT, "file deleted")
             if bf.state in (ARCHIVED, DIRTY):
                 self.recall_waits.pop(bitfile, None)
                 return None
@@ -389,11 +412,18 @@ class ArchiveDaemon:
                     self.lm.wake()
             except ArchiveError as e:
                 self.recall_waits.pop(bitfile, None)
-                return str(e)
-            with trio.move_on_after(RECALL_POLL):
+                return Reason("no_good_copy", errno.EIO, str(e))
+            # the open waits in trio, never on the loop thread: other requests go on
+            with trio.move_on_at(min(deadline, trio.current_time() + RECALL_POLL)):
                 await w.event.wait()
             if w.event.is_set() and w.error:
                 return w.error
+            if not w.event.is_set() and trio.current_time() >= deadline:
+                reason = await self.in_worker(recall_give_up, self.config, bitfile, timeout)
+                if w.event.is_set() and w.error:
+                    return w.error  # the sweep failed it meanwhile, with its own reason
+                if reason is not None:
+                    return reason
             # loop: re-read the state (cached now, or still waiting)
 
     def request_recall(self, bitfile: int) -> None:

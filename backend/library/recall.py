@@ -11,6 +11,11 @@ queued by volume and tape position, and backend.mover.recall does the reading.
 * `failure`: the message a recall fails with when no copy is left.
 * `bounce`: every recall of a volume that cannot be mounted (missing, noaccess,
   exported, retired) goes to another copy, or fails now with the volume's state.
+* `give_up` and `expire`: no wait without a deadline. A recall queued longer than
+  `[cache] recall_timeout` fails with the reason it waits (backend.library.diagnosis)
+  when something blocks it (no drive up, volume unavailable, cache full); one that only
+  waits its turn stays queued (a bulk `reelfs recall` goes on), but an open() waiting for
+  it gets ETIMEDOUT at its own deadline. Each gives a `recall_timeout` event.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from backend.catalog.db import Catalog
 from backend.catalog.files import RELEASED, FileClerk, TapeCopy
 from backend.catalog.queue import RequestQueue
 from backend.catalog.volumes import READABLE, SUSPECT, VolumeClerk
+from backend.config import Config
 from backend.errors import ArchiveError
+from backend.library import diagnosis
+from backend.library.diagnosis import Reason
 
 
 def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = True) -> bool:
@@ -115,3 +123,44 @@ def bounce(cat: Catalog, label: str, why: str) -> list[int]:
                 level="warning",
             )
     return failed
+
+
+def give_up(cat: Catalog, config: Config, bitfile: int, waited: float) -> Reason | None:
+    """An open() waited `waited` seconds for the recall of `bitfile`: the reason it fails
+    with (recorded on the file and as an event), or None when the file is there now.
+    A recall that something blocks leaves the queue; one that only waits its turn stays."""
+    reason = diagnosis.why_recall_waits(cat, config, bitfile)
+    if reason is None or reason.code == "no_good_copy":
+        return reason
+    return _timed_out(cat, config, bitfile, reason, waited, drop=reason.code != "queued")
+
+
+def expire(cat: Catalog, config: Config, now_ns: int) -> list[tuple[int, Reason]]:
+    """The periodic sweep: every recall queued longer than `[cache] recall_timeout` that
+    something blocks fails with its reason; returns (bitfile, reason) to wake waiters."""
+    timeout = config.cache.recall_timeout
+    failed: list[tuple[int, Reason]] = []
+    for _rid, bitfile in RequestQueue(cat).recalls_queued_before(now_ns - int(timeout * 1e9)):
+        reason = diagnosis.why_recall_waits(cat, config, bitfile)
+        if reason is None or reason.code in ("queued", "no_good_copy"):
+            continue
+        failed.append((bitfile, _timed_out(cat, config, bitfile, reason, timeout, drop=True)))
+    return failed
+
+
+def _timed_out(
+    cat: Catalog, config: Config, bitfile: int, reason: Reason, waited: float, *, drop: bool
+) -> Reason:
+    files = FileClerk(cat, config.archive_id)
+    bf = files.get(bitfile)
+    subject = bf.bfid if bf is not None else str(bitfile)
+    why = f"recall timed out after {waited:.0f}s: {reason.message}"
+    queue = RequestQueue(cat)
+    with cat.tx():
+        req = queue.recall_of(bitfile)
+        if drop and req is not None:
+            queue.fail(req[0], bitfile, why)
+        else:
+            files.set_error(bitfile, why)
+        events.record(cat, "recall_timeout", why, subject=subject, level="error")
+    return Reason(reason.code, reason.errno, why)

@@ -16,8 +16,10 @@ from typing import Any
 
 from backend.admin import files as admin
 from backend.admin import registry
+from backend.admin.lock import lock_holder
 from backend.catalog.files import FileClerk
 from backend.config import Config
+from backend.library import diagnosis
 from backend.names import printable
 from mountfs import locate, views
 from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
@@ -69,13 +71,32 @@ def _wait(
             errors.extend(errs)
         return (done_bytes if total else finished), finished == len(bitfiles)
 
+    def stalled() -> str | None:
+        left = [b for b in bitfiles if not admin.progress(cat, [b], goal)[0]]
+        reason = diagnosis.why_work_waits(cat, config, op, left)
+        return str(reason) if reason is not None else views.stall_reason(cat)
+
+    daemon = lock_holder(config)
+
+    def gone() -> str | None:
+        # kill -9 leaves no word behind: the archive lock the daemon held tells
+        if daemon is None or lock_holder(config) is not None:
+            return None
+        left = sum(1 for b in bitfiles if not admin.progress(cat, [b], goal)[0])
+        todo = "archived" if op == "flush" else "recalled"
+        return (
+            f"the archive's daemon (pid {daemon}) stopped while {left} file(s) were not "
+            f"{todo} yet: mount the archive again to finish (crash recovery requeues them)"
+        )
+
     views.wait_progress(
         progress,
         total=total or len(bitfiles),
         console=err if a.json else out,
         what="writing to tape" if op == "flush" else "recalling from tape",
         timeout=a.timeout,
-        stalled=lambda: views.stall_reason(cat),
+        stalled=stalled,
+        gone=gone,
         quiet=a.json,
     )
     if a.json:

@@ -1,0 +1,1 @@
+"""The fault suite: each test breaks something real and checks the documented outcome."""

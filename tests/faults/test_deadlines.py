@@ -1,0 +1,185 @@
+"""No wait without a deadline: a blocked recall fails the open() with the errno of its
+reason after `[cache] recall_timeout`, without holding up the rest of the mount; `flush
+--wait` says why it waits and notices a dead daemon; complaint timers work from boot."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.catalog import events, open_catalog
+from backend.library import cleaning
+from tests.archive import REPO, Mount, file_of, mount, wait_state
+from tests.waiting import wait_for
+
+CLI = (sys.executable, "-m", "mountfs.cli")
+#: short enough for a test, long enough that "still blocked" can be observed meanwhile
+RECALL_TIMEOUT = 4.0
+
+
+def _archive(make_archive: Any, **kw: Any) -> Path:
+    opts = {"cache.recall_timeout": f"{RECALL_TIMEOUT:.0f}s", **kw.pop("options", {})}
+    return make_archive(options=opts, **kw)
+
+
+def _all_drives_down(m: Mount, reason: str) -> None:
+    for d in m.json("drives"):
+        m.cli("drive", "down", d["name"], "--reason", reason, "--archive", str(m.archive))
+
+
+def _timed_open(path: Path, out: dict[str, Any]) -> None:
+    t0 = time.monotonic()
+    try:
+        with open(path, "rb") as f:
+            out["data"] = f.read()
+    except OSError as e:
+        out["errno"] = e.errno
+    out["elapsed"] = time.monotonic() - t0
+
+
+def test_every_drive_down_during_a_recall_gives_etimedout_and_blocks_nothing_else(
+    make_archive: Any, tmp_path: Path
+) -> None:
+    m = mount(_archive(make_archive), tmp_path / "mnt")
+    try:
+        a, b = m.mnt / "a", m.mnt / "b"
+        a.write_bytes(file_of(64 * 1024, 1))
+        b.write_bytes(b"still here")
+        m.flush(a)
+        m.release(a)
+        wait_state(m, a, "released")
+        _all_drives_down(m, "test: cable pulled")
+
+        result: dict[str, Any] = {}
+        opener = threading.Thread(target=_timed_open, args=(a, result), daemon=True)
+        opener.start()
+        wait_for(lambda: m.json("status")["queue"].get("recall_queued"), what="the recall")
+        # the blocked open holds up no other request of the mount
+        t0 = time.monotonic()
+        assert sorted(os.listdir(m.mnt)) == ["a", "b"]
+        assert os.stat(b).st_size == 10
+        assert b.read_bytes() == b"still here"
+        assert time.monotonic() - t0 < 2.0
+        assert opener.is_alive(), "the open should still wait for its recall"
+
+        opener.join(timeout=RECALL_TIMEOUT + 30)
+        assert not opener.is_alive(), "the open outlived its deadline"
+        assert result.get("errno") == errno.ETIMEDOUT, result
+        assert result["elapsed"] < RECALL_TIMEOUT + 15
+        why = m.xattr(a, "error")
+        assert "timed out" in why and "every drive is down" in why and "cable pulled" in why
+        assert any("cable pulled" in e["message"] for e in m.events("recall_timeout"))
+    finally:
+        m.stop()
+
+
+def test_a_cache_full_of_dirty_data_during_a_recall_gives_enospc(
+    make_archive: Any, tmp_path: Path
+) -> None:
+    m = mount(_archive(make_archive, cache_size="4MiB"), tmp_path / "mnt")
+    try:
+        a = m.mnt / "a"
+        a.write_bytes(file_of(2 * 2**20, 2))
+        m.flush(a)
+        m.release(a)
+        wait_state(m, a, "released")
+        # not on tape (flush_delay is 1h) and so not evictable: no room for a's 2 MiB
+        (m.mnt / "dirty").write_bytes(file_of(3 * 2**20, 3))
+
+        result: dict[str, Any] = {}
+        _timed_open(a, result)
+        assert result.get("errno") == errno.ENOSPC, result
+        assert result["elapsed"] < RECALL_TIMEOUT + 20
+        assert "cache is full" in m.xattr(a, "error")
+        assert m.events("recall_timeout")
+    finally:
+        m.stop()
+
+
+def _flush_wait(m: Mount, path: Path, timeout: float) -> subprocess.CompletedProcess:
+    return m.cli("flush", "--wait", "--timeout", str(timeout), str(path), check=False)
+
+
+def test_flush_wait_says_every_drive_is_down(make_archive: Any, tmp_path: Path) -> None:
+    m = mount(_archive(make_archive), tmp_path / "mnt")
+    try:
+        _all_drives_down(m, "test: drive unplugged")
+        (m.mnt / "f").write_bytes(b"data")
+        p = _flush_wait(m, m.mnt / "f", 3)
+        said = p.stdout.decode() + p.stderr.decode()
+        assert p.returncode == 1, said
+        assert "waiting: every drive is down" in said and "drive unplugged" in said
+        assert "not done after 3s: every drive is down" in p.stderr.decode()
+    finally:
+        m.stop()
+
+
+def test_flush_wait_says_no_writable_volume(make_archive: Any, tmp_path: Path) -> None:
+    archive = _archive(make_archive, volumes=1, volume_size="4MiB")
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        (m.mnt / "first").write_bytes(file_of(2 * 2**20, 4))
+        m.flush(m.mnt / "first")
+        # fits a volume, not what is left of the only one, and no blank remains
+        (m.mnt / "second").write_bytes(file_of(2 * 2**20, 5))
+        p = _flush_wait(m, m.mnt / "second", 4)
+        said = p.stdout.decode() + p.stderr.decode()
+        assert p.returncode == 1, said
+        assert "waiting: no writable volume" in said and "no blank volume is left" in said
+    finally:
+        m.stop()
+
+
+def test_flush_wait_notices_the_daemon_killed(make_archive: Any, tmp_path: Path) -> None:
+    m = mount(_archive(make_archive), tmp_path / "mnt")
+    try:
+        _all_drives_down(m, "test: nothing may reach tape")
+        (m.mnt / "f").write_bytes(b"data")
+        p = subprocess.Popen(
+            [*CLI, "flush", "--wait", "--timeout", "120", str(m.mnt / "f")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+        )
+        try:
+            assert p.stdout is not None
+            # it waits (and says why) before the daemon goes
+            said = [p.stdout.readline().decode() for _ in range(2)]
+            assert "waiting: every drive is down" in said[-1], said
+            pid = m.pid
+            m.kill()
+            t0 = time.monotonic()
+            _out, err = p.communicate(timeout=30)
+            assert time.monotonic() - t0 < 10
+            assert p.returncode == 1
+            assert f"daemon (pid {pid}) stopped while 1 file(s) were not archived" in err.decode()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    finally:
+        m.stop()
+
+
+def test_cleaning_impossible_is_said_on_a_freshly_booted_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """time.monotonic() counts from boot: 100 s after it, "never said" must not read as
+    "said 100 s ago"."""
+    cat = open_catalog(tmp_path / "catalog.db", create=True)
+    try:
+        monkeypatch.setattr(cleaning, "_complained", {})
+        monkeypatch.setattr(cleaning.time, "monotonic", lambda: 100.0)
+        cleaning.no_cartridge(cat, "d0")
+        cleaning.no_cartridge(cat, "d0")  # the same hour: said once
+        assert len(events.recent(cat, kind="cleaning_impossible")) == 1
+    finally:
+        cat.close()
