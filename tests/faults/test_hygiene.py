@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from backend.permissions import tighten
 from mountfs.locate import is_stale, mount_at
 from tests.archive import Mount, init_archive, mount, reelfs, reelfs_seeing_only
 from tests.waiting import wait_for
@@ -253,3 +254,37 @@ def test_nobody_reads_nothing_under_the_archive_whatever_the_umask() -> None:
         if m is not None:
             m.stop()
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_tightening_keeps_the_way_to_a_mount_point_and_follows_no_link(tmp_path: Path) -> None:
+    root = tmp_path / "arch"
+    (root / "mnt").mkdir(parents=True)
+    (root / "d").mkdir()
+    (root / "a").write_text("a")
+    (root / "d" / "b").write_text("b")
+    (root / "theirs").write_text("c")
+    os.chown(root / "theirs", 65534, 65534)
+    outside = tmp_path / "outside"
+    outside.write_text("not the archive's")
+    (root / "link").symlink_to(outside)
+    for p, mode in ((root, 0o755), (root / "mnt", 0o755), (root / "d", 0o777)):
+        os.chmod(p, mode)
+    for p in (root / "a", root / "d" / "b", root / "theirs", outside):
+        os.chmod(p, 0o644)
+    done = tighten([root, root / "d"], mountpoint=root / "mnt")
+    modes = {
+        p.name: stat.S_IMODE(os.lstat(p).st_mode)
+        for p in (root, root / "mnt", root / "d", root / "a", root / "d" / "b", outside)
+    }
+    # others may still pass through the archive directory to the mount inside it
+    assert modes == {
+        "arch": 0o711,
+        "mnt": 0o755,
+        "d": 0o700,
+        "a": 0o600,
+        "b": 0o600,
+        "outside": 0o644,
+    }
+    assert (done.files, done.dirs) == (3, 2)  # a, d/b, theirs; arch, d (once, not twice)
+    assert done.foreign == [f"{root / 'theirs'} (uid 65534)"]
+    assert tighten([root], mountpoint=root / "mnt").changed == 0
