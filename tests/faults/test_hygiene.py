@@ -122,7 +122,9 @@ def test_stale_state_from_an_old_copy_is_ignored_not_refused(
 # -- stale mounts ---------------------------------------------------------------------------
 
 
-def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(mounted: Mount) -> None:
+def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(
+    mounted: Mount, tmp_path: Path
+) -> None:
     f = mounted.mnt / "kept"
     with open(f, "wb") as out:
         out.write(b"written before the crash")
@@ -143,15 +145,22 @@ def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(mounted: Mount) -
     assert p.returncode == 2 and "[stale_mount]" in err and "reelfs umount" in err, err
     assert err.count("\n") == 1
 
-    p = mounted.cli("umount", str(mounted.mnt))
-    assert "cleaned up the stale mount" in p.stdout.decode()
-    assert mount_at(mounted.mnt) is None and not os.path.ismount(mounted.mnt)
-    assert [e["details"]["mountpoint"] for e in mounted.events("stale_mount_cleaned")] == [
-        str(mounted.mnt)
-    ]
-    again = mount(mounted.archive, mounted.mnt)
+    # mounted elsewhere meanwhile: told of the stale mount, which status still shows
+    mnt2 = tmp_path / "mnt2"
+    mnt2.mkdir()
+    p = mounted.cli("mount", str(mounted.archive), str(mnt2))
+    again = Mount(mounted.archive, mnt2, int((mounted.archive / "run/daemon.lock").read_text()))
     try:
-        assert f.read_bytes() == b"written before the crash"
+        assert f"also has a stale mount on {mounted.mnt}" in p.stderr.decode()
+        assert (mnt2 / "kept").read_bytes() == b"written before the crash"
+        assert mounted.json("status")["stale_mounts"] == [str(mounted.mnt)]
+
+        p = mounted.cli("umount", str(mounted.mnt))
+        assert "cleaned up the stale mount" in p.stdout.decode()
+        assert mount_at(mounted.mnt) is None and not os.path.ismount(mounted.mnt)
+        cleaned = mounted.events("stale_mount_cleaned")
+        assert [e["details"]["mountpoint"] for e in cleaned] == [str(mounted.mnt)]
+        assert mounted.json("status")["stale_mounts"] == []
     finally:
         again.stop()
 
@@ -286,5 +295,5 @@ def test_tightening_keeps_the_way_to_a_mount_point_and_follows_no_link(tmp_path:
         "outside": 0o644,
     }
     assert (done.files, done.dirs) == (3, 2)  # a, d/b, theirs; arch, d (once, not twice)
-    assert done.foreign == [f"{root / 'theirs'} (uid 65534)"]
+    assert (done.foreign_count, done.foreign) == (1, [f"{root / 'theirs'} (uid 65534)"])
     assert tighten([root], mountpoint=root / "mnt").changed == 0
