@@ -56,9 +56,12 @@ class Tightened:
 
     files: int = 0
     dirs: int = 0
-    #: paths owned by another user than this process's (left as they are)
+    #: paths owned by another user than this process's (left as they are): how many
+    foreign_count: int = 0
+    #: paths whose mode could not be changed: how many
+    failed_count: int = 0
+    #: the first few of each, for the event (a whole cache would not fit in one)
     foreign: list[str] = field(default_factory=list)
-    #: paths whose mode could not be changed, with the reason
     failed: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
 
@@ -66,15 +69,27 @@ class Tightened:
     def changed(self) -> int:
         return self.files + self.dirs
 
+    def note(self, kind: str, what: str) -> None:
+        """Count a foreign owner or a failure, naming the first few."""
+        if kind == "foreign":
+            self.foreign_count += 1
+            named = self.foreign
+        else:
+            self.failed_count += 1
+            named = self.failed
+        if len(named) < NAMED:
+            named.append(what)
+
     def details(self) -> dict[str, object]:
         """The event's details: counts, and a few paths of each kind."""
         return {
             "files": self.files,
             "dirs": self.dirs,
-            "examples": self.examples[:NAMED],
-            "foreign_owner": len(self.foreign),
-            "foreign_examples": self.foreign[:NAMED],
-            "failed": self.failed[:NAMED],
+            "examples": self.examples,
+            "foreign_owner": self.foreign_count,
+            "foreign_examples": self.foreign,
+            "failed": self.failed_count,
+            "failed_examples": self.failed,
         }
 
 
@@ -106,7 +121,7 @@ def tighten(roots: Iterable[Path], *, mountpoint: Path | None = None) -> Tighten
                 with os.scandir(path) as it:
                     entries = list(it)
             except OSError as e:
-                done.failed.append(f"{path}: {e.strerror}")
+                done.note("failed", f"{path}: {e.strerror}")
                 continue
             for entry in entries:
                 if mnt is not None and entry.path == mnt:
@@ -114,7 +129,7 @@ def tighten(roots: Iterable[Path], *, mountpoint: Path | None = None) -> Tighten
                 try:
                     est = entry.stat(follow_symlinks=False)
                 except OSError as e:
-                    done.failed.append(f"{entry.path}: {e.strerror}")
+                    done.note("failed", f"{entry.path}: {e.strerror}")
                     continue
                 if stat.S_ISLNK(est.st_mode):
                     continue  # chmod would follow it; its own mode means nothing
@@ -130,7 +145,7 @@ def _leads_to(path: str, mnt: str | None) -> bool:
 
 def _one(done: Tightened, path: str, st: os.stat_result, uid: int, passage: bool) -> None:
     if st.st_uid != uid:
-        done.foreign.append(f"{path} (uid {st.st_uid})")
+        done.note("foreign", f"{path} (uid {st.st_uid})")
     mode = stat.S_IMODE(st.st_mode)
     want = mode & ~(PASSAGE if passage else GROUP_OTHER)
     if want == mode:
@@ -138,10 +153,11 @@ def _one(done: Tightened, path: str, st: os.stat_result, uid: int, passage: bool
     try:
         os.chmod(path, want)
     except OSError as e:
-        done.failed.append(f"{path}: {e.strerror}")
+        done.note("failed", f"{path}: {e.strerror}")
         return
     if stat.S_ISDIR(st.st_mode):
         done.dirs += 1
     else:
         done.files += 1
-    done.examples.append(f"{path} {mode:04o} -> {want:04o}")
+    if len(done.examples) < NAMED:
+        done.examples.append(f"{path} {mode:04o} -> {want:04o}")

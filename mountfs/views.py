@@ -258,15 +258,9 @@ def print_info(console: Console, info: dict) -> None:
 def print_status(console: Console, st: dict) -> None:
     d = st["daemon"]
     stale = st.get("stale_mounts") or []
-    if d:
-        where = f"mounted on {st['mounted_on']} (daemon pid {d['pid']})"
-    elif stale:
-        where = "; ".join(
-            f"stale mount on {m} (daemon gone): reelfs umount {m} cleans it up" for m in stale
-        )
-    else:
-        where = "not mounted"
-    console.print(f"{st['name']} at {st['archive']}: {where}")
+    where = [f"mounted on {st['mounted_on']} (daemon pid {d['pid']})"] if d else []
+    where += [f"stale mount on {m} (daemon gone): reelfs umount {m} cleans it up" for m in stale]
+    console.print(f"{st['name']} at {st['archive']}: {'; '.join(where) or 'not mounted'}")
     c = st["cache"]
     console.print(
         f"cache: {format_size(c['used'])} of {format_size(c['limit'])} "

@@ -180,16 +180,17 @@ class ArchiveDaemon:
 
     def _record_tightened(self, done: Tightened) -> None:
         cfg = self.config
-        if done.changed or done.foreign or done.failed:
+        trouble = done.foreign_count or done.failed_count
+        if done.changed or trouble:
             events.record(
                 self.cat,
                 "permissions_tightened",
                 f"{done.files} file(s) and {done.dirs} directory(ies) under the archive were "
-                "readable by other users and are private now"
-                + (f"; {len(done.foreign)} owned by another user" if done.foreign else "")
-                + (f"; {len(done.failed)} could not be changed" if done.failed else ""),
+                "open to other users and are private now"
+                + (f"; {done.foreign_count} owned by another user" if done.foreign_count else "")
+                + (f"; {done.failed_count} could not be changed" if done.failed_count else ""),
                 subject=cfg.name,
-                level="warning" if done.foreign or done.failed else "info",
+                level="warning" if trouble else "info",
                 **done.details(),
             )
 

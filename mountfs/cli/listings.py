@@ -21,7 +21,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         except (DaemonNotRunning, ControlError):
             daemon = None
         st = views.status(cat, config, daemon)
-        st["stale_mounts"] = [] if daemon else locate.stale_mounts(config.archive)
+        st["stale_mounts"] = locate.stale_mounts(config.archive)
     if a.json:
         print(json.dumps(st, default=str))
     else:

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from backend.permissions import tighten
 from mountfs.locate import is_stale, mount_at
 from tests.archive import Mount, init_archive, mount, reelfs, reelfs_seeing_only
 from tests.waiting import wait_for
@@ -121,7 +122,9 @@ def test_stale_state_from_an_old_copy_is_ignored_not_refused(
 # -- stale mounts ---------------------------------------------------------------------------
 
 
-def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(mounted: Mount) -> None:
+def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(
+    mounted: Mount, tmp_path: Path
+) -> None:
     f = mounted.mnt / "kept"
     with open(f, "wb") as out:
         out.write(b"written before the crash")
@@ -142,15 +145,22 @@ def test_stale_mount_after_kill_9_is_named_refused_and_cleaned(mounted: Mount) -
     assert p.returncode == 2 and "[stale_mount]" in err and "reelfs umount" in err, err
     assert err.count("\n") == 1
 
-    p = mounted.cli("umount", str(mounted.mnt))
-    assert "cleaned up the stale mount" in p.stdout.decode()
-    assert mount_at(mounted.mnt) is None and not os.path.ismount(mounted.mnt)
-    assert [e["details"]["mountpoint"] for e in mounted.events("stale_mount_cleaned")] == [
-        str(mounted.mnt)
-    ]
-    again = mount(mounted.archive, mounted.mnt)
+    # mounted elsewhere meanwhile: told of the stale mount, which status still shows
+    mnt2 = tmp_path / "mnt2"
+    mnt2.mkdir()
+    p = mounted.cli("mount", str(mounted.archive), str(mnt2))
+    again = Mount(mounted.archive, mnt2, int((mounted.archive / "run/daemon.lock").read_text()))
     try:
-        assert f.read_bytes() == b"written before the crash"
+        assert f"also has a stale mount on {mounted.mnt}" in p.stderr.decode()
+        assert (mnt2 / "kept").read_bytes() == b"written before the crash"
+        assert mounted.json("status")["stale_mounts"] == [str(mounted.mnt)]
+
+        p = mounted.cli("umount", str(mounted.mnt))
+        assert "cleaned up the stale mount" in p.stdout.decode()
+        assert mount_at(mounted.mnt) is None and not os.path.ismount(mounted.mnt)
+        cleaned = mounted.events("stale_mount_cleaned")
+        assert [e["details"]["mountpoint"] for e in cleaned] == [str(mounted.mnt)]
+        assert mounted.json("status")["stale_mounts"] == []
     finally:
         again.stop()
 
@@ -253,3 +263,37 @@ def test_nobody_reads_nothing_under_the_archive_whatever_the_umask() -> None:
         if m is not None:
             m.stop()
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_tightening_keeps_the_way_to_a_mount_point_and_follows_no_link(tmp_path: Path) -> None:
+    root = tmp_path / "arch"
+    (root / "mnt").mkdir(parents=True)
+    (root / "d").mkdir()
+    (root / "a").write_text("a")
+    (root / "d" / "b").write_text("b")
+    (root / "theirs").write_text("c")
+    os.chown(root / "theirs", 65534, 65534)
+    outside = tmp_path / "outside"
+    outside.write_text("not the archive's")
+    (root / "link").symlink_to(outside)
+    for p, mode in ((root, 0o755), (root / "mnt", 0o755), (root / "d", 0o777)):
+        os.chmod(p, mode)
+    for p in (root / "a", root / "d" / "b", root / "theirs", outside):
+        os.chmod(p, 0o644)
+    done = tighten([root, root / "d"], mountpoint=root / "mnt")
+    modes = {
+        p.name: stat.S_IMODE(os.lstat(p).st_mode)
+        for p in (root, root / "mnt", root / "d", root / "a", root / "d" / "b", outside)
+    }
+    # others may still pass through the archive directory to the mount inside it
+    assert modes == {
+        "arch": 0o711,
+        "mnt": 0o755,
+        "d": 0o700,
+        "a": 0o600,
+        "b": 0o600,
+        "outside": 0o644,
+    }
+    assert (done.files, done.dirs) == (3, 2)  # a, d/b, theirs; arch, d (once, not twice)
+    assert (done.foreign_count, done.foreign) == (1, [f"{root / 'theirs'} (uid 65534)"])
+    assert tighten([root], mountpoint=root / "mnt").changed == 0
