@@ -20,6 +20,7 @@ A lone surrogate cannot go where text must be valid UTF-8, so each boundary conv
 from __future__ import annotations
 
 import base64
+import logging
 
 
 def to_bytes(path: str) -> bytes:
@@ -109,3 +110,13 @@ def with_b64(record: dict, *keys: str) -> dict:
         if isinstance(value, str):
             out[f"{key}_b64"] = b64(value)
     return out
+
+
+class PrintableFormatter(logging.Formatter):
+    """A log formatter that writes each message through `printable`: a name in a log
+    line never puts a raw control character or a byte that is not UTF-8 into the log
+    file or on the terminal (tracebacks after it keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)

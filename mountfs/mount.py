@@ -20,6 +20,7 @@ import trio
 from backend.config import Config
 from backend.daemon.archive import ArchiveDaemon
 from backend.errors import ArchiveError
+from backend.names import PrintableFormatter
 from mountfs.fs import ReelFS
 
 log = logging.getLogger("reelfs.mount")
@@ -33,7 +34,7 @@ def setup_logging(config: Config, *, foreground: bool, debug: bool) -> None:
     config.log_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     root.handlers.clear()
-    fmt = logging.Formatter(
+    fmt = PrintableFormatter(
         "%(asctime)s %(process)d %(threadName)s %(name)s %(levelname)s %(message)s"
     )
     fh = logging.handlers.WatchedFileHandler(config.log_dir / "reelfsd.log")

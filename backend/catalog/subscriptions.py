@@ -37,6 +37,7 @@ from typing import Any
 
 from backend.catalog.outbox import ERROR_MAX, ensure_outbox, pending_count
 from backend.catalog.statedb import open_wal, transaction
+from backend.names import from_db, to_bytes, to_db
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS sub_retry (
@@ -112,6 +113,15 @@ class Stored:
     manifest: dict[int, dict[str, Any]] | None
 
 
+#: rel_path starts with a prefix, compared as bytes: a path is TEXT or a BLOB (names.to_db)
+_PREFIX = "substr(CAST(rel_path AS BLOB), 1, ?) = ?"
+
+
+def _inflight(r: tuple) -> Inflight:
+    done = set(json.loads(r[5] or "[]"))
+    return Inflight(from_db(r[0]) or "", r[1], from_db(r[2]) or "", r[3], _manifest_in(r[4]), done)
+
+
 def _manifest_in(text: str | None) -> dict[int, dict[str, Any]] | None:
     if not text:
         return None
@@ -177,7 +187,7 @@ class SubscriptionState:
                 # the same message again (redelivered after a crash before its ack)
                 row = c.execute(
                     "SELECT id, attempts FROM sub_retry WHERE rel_path=? AND body=?",
-                    (rel_path, body),
+                    (to_db(rel_path), body),
                 ).fetchone()
                 if row is not None:
                     retry_id, attempts = row[0], max(attempts, row[1])
@@ -191,7 +201,7 @@ class SubscriptionState:
                 "INSERT INTO sub_retry (rel_path, exchange, topic, body, pub_ns, attempts, "
                 "next_ns, last_error) VALUES (?,?,?,?,?,?,?,?)",
                 (
-                    rel_path,
+                    to_db(rel_path),
                     exchange,
                     topic,
                     body,
@@ -210,7 +220,7 @@ class SubscriptionState:
             (time.time_ns(), limit + len(exclude)),
         )
         out = [
-            RetryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5])
+            RetryRow(r[0], from_db(r[1]) or "", r[2], r[3], json.loads(r[4]), r[5])
             for r in rows
             if r[0] not in exclude
         ]
@@ -237,13 +247,13 @@ class SubscriptionState:
             for rel in rel_paths:
                 found = self.conn.execute(
                     "SELECT 1 FROM sub_retry WHERE rel_path=? AND pub_ns<? AND id IS NOT ? LIMIT 1",
-                    (rel, pub_ns, keep),
+                    (to_db(rel), pub_ns, keep),
                 ).fetchone()
                 if found is None:
                     continue  # the usual case: no write transaction at all
                 cur = self.conn.execute(
                     "DELETE FROM sub_retry WHERE rel_path=? AND pub_ns<? AND id IS NOT ?",
-                    (rel, pub_ns, keep),
+                    (to_db(rel), pub_ns, keep),
                 )
                 n += cur.rowcount
             return n
@@ -253,18 +263,18 @@ class SubscriptionState:
     def is_duplicate(self, slot: str, key: str, window: float) -> bool:
         if window <= 0:
             return False
-        rows = self._all("SELECT key, seen_ns FROM sub_winnow WHERE slot=?", (slot,))
+        rows = self._all("SELECT key, seen_ns FROM sub_winnow WHERE slot=?", (to_db(slot),))
         if not rows:
             return False
         seen_key, seen_ns = rows[0]
-        return seen_key == key and time.time_ns() - seen_ns <= window * 1e9
+        return from_db(seen_key) == key and time.time_ns() - seen_ns <= window * 1e9
 
     def remember(self, slot: str, key: str) -> None:
         with self.lock:
             self.conn.execute(
                 "INSERT INTO sub_winnow (slot, key, seen_ns) VALUES (?,?,?) "
                 "ON CONFLICT(slot) DO UPDATE SET key=excluded.key, seen_ns=excluded.seen_ns",
-                (slot, key, time.time_ns()),
+                (to_db(slot), to_db(key), time.time_ns()),
             )
 
     def expire_winnow(self, window: float) -> int:
@@ -279,16 +289,13 @@ class SubscriptionState:
     def inflight(self, rel_path: str) -> Inflight | None:
         rows = self._all(
             "SELECT rel_path, key, temp, etag, manifest, done FROM sub_inflight WHERE rel_path=?",
-            (rel_path,),
+            (to_db(rel_path),),
         )
-        if not rows:
-            return None
-        r = rows[0]
-        return Inflight(r[0], r[1], r[2], r[3], _manifest_in(r[4]), set(json.loads(r[5] or "[]")))
+        return _inflight(rows[0]) if rows else None
 
     def all_inflight(self) -> list[Inflight]:
         return [
-            Inflight(r[0], r[1], r[2], r[3], _manifest_in(r[4]), set(json.loads(r[5] or "[]")))
+            _inflight(r)
             for r in self._all("SELECT rel_path, key, temp, etag, manifest, done FROM sub_inflight")
         ]
 
@@ -310,9 +317,9 @@ class SubscriptionState:
                 " temp=excluded.temp, etag=excluded.etag, manifest=excluded.manifest,"
                 " done=excluded.done, started_ns=excluded.started_ns",
                 (
-                    rel_path,
+                    to_db(rel_path),
                     key,
-                    temp,
+                    to_db(temp),
                     etag,
                     json.dumps(manifest) if manifest is not None else None,
                     json.dumps(sorted(done or ())),
@@ -322,12 +329,14 @@ class SubscriptionState:
 
     def set_etag(self, rel_path: str, etag: str | None) -> None:
         with self.lock:
-            self.conn.execute("UPDATE sub_inflight SET etag=? WHERE rel_path=?", (etag, rel_path))
+            self.conn.execute(
+                "UPDATE sub_inflight SET etag=? WHERE rel_path=?", (etag, to_db(rel_path))
+            )
 
     def block_done(self, rel_path: str, number: int) -> None:
         with self.tx() as c:
             row = c.execute(
-                "SELECT done FROM sub_inflight WHERE rel_path=?", (rel_path,)
+                "SELECT done FROM sub_inflight WHERE rel_path=?", (to_db(rel_path),)
             ).fetchone()
             if row is None:
                 return
@@ -335,24 +344,24 @@ class SubscriptionState:
             done.add(number)
             c.execute(
                 "UPDATE sub_inflight SET done=? WHERE rel_path=?",
-                (json.dumps(sorted(done)), rel_path),
+                (json.dumps(sorted(done)), to_db(rel_path)),
             )
 
     def end_inflight(self, rel_path: str) -> None:
         with self.lock:
-            self.conn.execute("DELETE FROM sub_inflight WHERE rel_path=?", (rel_path,))
+            self.conn.execute("DELETE FROM sub_inflight WHERE rel_path=?", (to_db(rel_path),))
 
     # -- what is stored here ------------------------------------------------------------
 
     def stored(self, rel_path: str) -> Stored | None:
         rows = self._all(
             "SELECT rel_path, key, size, mtime_ns, manifest FROM sub_stored WHERE rel_path=?",
-            (rel_path,),
+            (to_db(rel_path),),
         )
         if not rows:
             return None
         r = rows[0]
-        return Stored(r[0], r[1], r[2], r[3], _manifest_in(r[4]))
+        return Stored(from_db(r[0]) or "", r[1], r[2], r[3], _manifest_in(r[4]))
 
     def set_stored(
         self,
@@ -368,7 +377,7 @@ class SubscriptionState:
                 "VALUES (?,?,?,?,?) ON CONFLICT(rel_path) DO UPDATE SET key=excluded.key, "
                 "size=excluded.size, mtime_ns=excluded.mtime_ns, manifest=excluded.manifest",
                 (
-                    rel_path,
+                    to_db(rel_path),
                     key,
                     size,
                     mtime_ns,
@@ -378,27 +387,25 @@ class SubscriptionState:
 
     def forget_stored(self, rel_path: str, *, subtree: bool = False) -> None:
         with self.lock:
-            self.conn.execute("DELETE FROM sub_stored WHERE rel_path=?", (rel_path,))
+            self.conn.execute("DELETE FROM sub_stored WHERE rel_path=?", (to_db(rel_path),))
             if subtree:
-                self.conn.execute(
-                    "DELETE FROM sub_stored WHERE substr(rel_path, 1, ?) = ?",
-                    (len(rel_path) + 1, rel_path + "/"),
-                )
+                prefix = to_bytes(rel_path + "/")
+                self.conn.execute(f"DELETE FROM sub_stored WHERE {_PREFIX}", (len(prefix), prefix))
 
     def move_stored(self, old: str, new: str) -> None:
         """A rename: records of `old` (and below it, for a directory) follow to `new`."""
         with self.tx() as c:
-            c.execute("DELETE FROM sub_stored WHERE rel_path=?", (new,))
-            c.execute("UPDATE sub_stored SET rel_path=? WHERE rel_path=?", (new, old))
-            prefix = old + "/"
+            c.execute("DELETE FROM sub_stored WHERE rel_path=?", (to_db(new),))
+            c.execute("UPDATE sub_stored SET rel_path=? WHERE rel_path=?", (to_db(new), to_db(old)))
+            prefix = to_bytes(old + "/")
             rows = c.execute(
-                "SELECT rel_path FROM sub_stored WHERE substr(rel_path, 1, ?) = ?",
-                (len(prefix), prefix),
+                f"SELECT rel_path FROM sub_stored WHERE {_PREFIX}", (len(prefix), prefix)
             ).fetchall()
-            for (rel,) in rows:
+            for (stored,) in rows:
+                rel = from_db(stored) or ""
                 c.execute(
                     "UPDATE OR REPLACE sub_stored SET rel_path=? WHERE rel_path=?",
-                    (new + "/" + rel[len(prefix) :], rel),
+                    (to_db(new + "/" + rel[len(old) + 1 :]), stored),
                 )
 
     # -- reports ------------------------------------------------------------------------

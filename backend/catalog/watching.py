@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from backend.names import from_db, to_bytes, to_db
+
 WATCH_DDL = """
 CREATE TABLE IF NOT EXISTS watch_files (
     rel_path  TEXT PRIMARY KEY,     -- relPath as announced
@@ -33,25 +35,28 @@ def ensure_watch_files(conn: sqlite3.Connection) -> None:
 
 def announced(conn: sqlite3.Connection, rel: str) -> Announced | None:
     """The record of `rel`, or None if it was never announced (or announced removed)."""
-    return conn.execute(
+    row = conn.execute(
         "SELECT rel_path, kind, size, mtime_ns, mode, target, identity, blocks"
         " FROM watch_files WHERE rel_path = ?",
-        (rel,),
+        (to_db(rel),),
     ).fetchone()
+    if row is None:
+        return None
+    return (from_db(row[0]), *row[1:5], from_db(row[5]), *row[6:])
 
 
 def announced_under(conn: sqlite3.Connection, rel: str) -> list[str]:
     """relPaths announced below the directory `rel`."""
-    prefix = rel + "/"
+    prefix = to_bytes(rel + "/")  # compared as bytes: a path is TEXT or a BLOB (names.to_db)
     rows = conn.execute(
-        "SELECT rel_path FROM watch_files WHERE substr(rel_path, 1, ?) = ?",
+        "SELECT rel_path FROM watch_files WHERE substr(CAST(rel_path AS BLOB), 1, ?) = ?",
         (len(prefix), prefix),
     ).fetchall()
-    return [r[0] for r in rows]
+    return [from_db(r[0]) or "" for r in rows]
 
 
 def announced_paths(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT rel_path FROM watch_files")]
+    return [from_db(r[0]) or "" for r in conn.execute("SELECT rel_path FROM watch_files")]
 
 
 def remember(conn: sqlite3.Connection, rel: str, values: tuple) -> None:
@@ -59,10 +64,10 @@ def remember(conn: sqlite3.Connection, rel: str, values: tuple) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO watch_files (rel_path, kind, size, mtime_ns, mode,"
         " target, identity, blocks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (rel, *values),
+        (to_db(rel), *values[:4], to_db(values[4]), *values[5:]),
     )
 
 
 def forget(conn: sqlite3.Connection, rel: str) -> None:
     """`rel` was announced removed."""
-    conn.execute("DELETE FROM watch_files WHERE rel_path = ?", (rel,))
+    conn.execute("DELETE FROM watch_files WHERE rel_path = ?", (to_db(rel),))

@@ -40,6 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from backend.names import from_bytes
+
 from .credentials import redact_url
 from .message import MessageError, safe_join
 
@@ -250,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = unquote_to_bytes(path)
         if b"\x00" in raw:
             raise _BadRequest("NUL in path")
-        text = os.fsdecode(raw)
+        text = from_bytes(raw)  # the name's bytes, whatever this process's locale
         prefix = self.server.url_prefix
         if text + "/" == prefix:
             text = prefix

@@ -407,12 +407,19 @@ def topic_for(rel_path: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
     """The AMQP routing key sr3 derives: prefix plus the directories of relPath.
 
     The file name is not part of it (a file at the root has topic `v03`). `#` and `*` in a
-    word are sent as `%23` and `%22` (sic, sr3's choice); keys over 255 bytes are cut on a
+    word are sent as `%23` and `%22` (sic, sr3's choice), a byte of a directory name that
+    is not UTF-8 (a routing key is UTF-8) as `%NN`; keys over 255 bytes are cut on a
     UTF-8 character boundary. Dots inside a directory name are not escaped (as in sr3), so
     they add topic levels.
     """
     words = [w for w in prefix.split(".") if w] + [w for w in rel_path.split("/")[:-1] if w]
-    return truncate_topic(".".join(w.replace("#", "%23").replace("*", "%22") for w in words))
+    return truncate_topic(
+        ".".join(_topic_word(w.replace("#", "%23").replace("*", "%22")) for w in words)
+    )
+
+
+def _topic_word(word: str) -> str:
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in word)
 
 
 def truncate_topic(topic: str) -> str:

@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 
+from backend.names import PrintableFormatter
+
 
 class RunError(Exception):
     """A run that could not start or did not finish: `str()` is the line for the user,
@@ -21,11 +23,9 @@ class RunError(Exception):
 
 def log_to_stderr(verbosity: int) -> None:
     """INFO lines on stderr; DEBUG too from `-vv`."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbosity > 1 else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbosity > 1 else logging.INFO, handlers=[handler])
 
 
 def stop_on_signals() -> threading.Event:

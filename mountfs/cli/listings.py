@@ -10,6 +10,7 @@ from typing import Any
 
 from backend.admin.control import ControlError, DaemonNotRunning, call
 from backend.catalog.integrity import integrity_check
+from backend.names import printable
 from mountfs import locate, views
 from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 
@@ -66,7 +67,7 @@ def cmd_check(a: argparse.Namespace) -> int:
         print(json.dumps({"ok": not problems, "problems": problems}))
     elif problems:
         for p in problems:
-            err.print(f"reelfs: catalog problem: {p}")
+            err.print(f"reelfs: catalog problem: {printable(str(p))}")
     else:
         out.print("catalog consistent")
     return EXIT_FAIL if problems else 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from backend.admin import registry
 from backend.config import Config
+from backend.names import printable
 from mountfs.cli.console import UsageError, config_of, err, out
 
 READ_CHUNK = 1 << 20
@@ -134,10 +135,10 @@ def cmd_import_volume(a: argparse.Namespace) -> int:
         f"{rep['volume']}: {rep['files']} file(s), {rep['bytes']} bytes from "
         f"{rep['data_files']} data file(s) "
         f"({', '.join(f'{k} {v}' for k, v in sorted(rep['formats'].items())) or 'no archives'})"
-        f" now under {rep['directory']}, read-only"
+        f" now under {printable(rep['directory'])}, read-only"
     )
     for s in rep["skipped"]:
-        out.print(f"  skipped: {s}")
+        out.print(f"  skipped: {printable(str(s))}")
     return 0
 
 
@@ -150,7 +151,7 @@ def cmd_rebuild_catalog(a: argparse.Namespace) -> int:
 
     def progress(text: str) -> None:
         if not a.json:
-            err.print(text)
+            err.print(printable(text))
 
     rep = registry.run(config_of(a), "catalog.rebuild", progress=progress, force=a.force)
     if a.json:
@@ -164,7 +165,7 @@ def cmd_rebuild_catalog(a: argparse.Namespace) -> int:
     if rep["previous"]:
         out.print(f"the previous catalog is kept as {rep['previous']}")
     for line in rep["notes"]:
-        out.print(f"  {line}")
+        out.print(f"  {printable(str(line))}")
     return 0
 
 

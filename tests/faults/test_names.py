@@ -19,6 +19,8 @@ from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RequestQueue
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
+from backend.names import from_db, printable, to_bytes, to_db
+from backend.replication.message import topic_for
 from tests.archive import init_archive, mount, reelfs, tape_locations
 from tests.tapes.tapetools import cartridge, new_cartridge, write_records
 
@@ -60,6 +62,12 @@ def test_every_byte_through_tape_info_rename_and_rebuild(tmp_path: Path) -> None
         write_all(d)
         innocent = m.mnt / "plain.txt"
         innocent.write_bytes(b"an ordinary name\n")
+        # the queue of writes names them: --json exact, the table escaped
+        queued = {base64.b64decode(r["path_b64"]) for r in m.json("queue", "--all")}
+        assert queued >= {b"/names/" + name_of(b) for b in BYTES}
+        table = m.cli("queue", "--all", "--archive", str(archive)).stdout
+        table.decode("utf-8")
+        assert not any((c < 0x20 and c != 0x0A) or c == 0x7F for c in table), "raw control byte"
         m.flush(timeout=90)  # before: the mover's commit failed, every drive went down
         assert m.state(innocent) == "archived"
         paths = [d + b"/" + name_of(b) for b in BYTES]
@@ -183,3 +191,17 @@ def test_a_member_the_catalog_cannot_record_fails_alone(tmp_path: Path) -> None:
         assert cat.value("SELECT files FROM volumes WHERE label='V1'") == 2
     finally:
         cat.close()
+
+
+def test_printable_escapes_what_a_terminal_would_obey() -> None:
+    assert printable("caf\udce9") == "caf\\xe9"  # the byte 0xe9, not UTF-8
+    assert printable("café") == "café"  # valid UTF-8 stays as it is
+    assert printable("a\x1b[2J\nb\x7f") == "a\\x1b[2J\\x0ab\\x7f"
+    assert printable("\x85") == "\\u0085"  # a C1 control (two bytes of UTF-8)
+    assert printable(b"n\x01\xff") == "n\\x01\\xff"
+    for b in BYTES:
+        name = os.fsdecode(name_of(b))
+        assert to_bytes(from_db(to_db(name)) or "") == name_of(b)
+        assert printable(name).isprintable()
+    assert to_db("café") == "café" and to_db("caf\udce9") == b"caf\xe9"
+    assert topic_for("d\udce9/x#/f") == "v03.d%E9.x%23"

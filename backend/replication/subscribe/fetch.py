@@ -107,9 +107,10 @@ def build_url(base_url: str, rel_path: str, retrieve_path: str | None = None) ->
     base = base_url.rstrip("/")
     if base.lower().startswith(("http:", "https:")):
         if retrieve_path:
-            tail = quote(retrieve_path.lstrip("/"), safe="/?&=%:;,+@~")
+            tail = quote(retrieve_path.lstrip("/"), safe="/?&=%:;,+@~", errors="surrogateescape")
         else:
-            tail = quote(rel_path.lstrip("/"), safe="/")
+            # a byte that is not UTF-8 (\udcNN in the message) is sent as itself: %NN
+            tail = quote(rel_path.lstrip("/"), safe="/", errors="surrogateescape")
     else:
         tail = (retrieve_path or rel_path).lstrip("/")
     return base + "/" + tail

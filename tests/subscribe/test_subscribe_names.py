@@ -1,0 +1,89 @@
+"""Names that are any bytes but `/` replicate: archive A's mount posts them (relPath as
+stock sr3 3.3.1 writes it, a byte that is not UTF-8 as `\\udcNN` in the JSON; topics with
+`%XX`), its daemon serves them, and `reelfs subscribe` stores them in archive B under the
+very same bytes, renames included."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from backend.replication.broker import Consumer
+from tests.faults.test_names import BYTES, data_of, name_of, read_all, write_all
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.fuse
+
+RENAMED = (0x01, 0x0A, 0x25, 0x80, 0xE9, 0xFF)
+
+
+def raw_until(consumer: Consumer, want: set[str], timeout: float = 90) -> dict[str, tuple]:
+    """(routing key, raw body) of the messages received by relPath, until every relPath
+    in `want` came; fails after `timeout` seconds."""
+    got: dict[str, tuple] = {}
+    deadline = time.monotonic() + timeout
+    while not want <= set(got):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; missing {sorted(want - set(got))[:5]}"
+        d = consumer.get(min(left, 1.0))
+        if d is not None:
+            d.ack()
+            got[d.message()["relPath"]] = (d.routing_key, d.body)
+    return got
+
+
+def test_every_byte_is_posted_and_subscribed(
+    tag, make_site, subscriber_factory, queue_factory
+) -> None:
+    xa, xb = f"xs_alice_{tag}", f"xb_{tag}"
+    a = make_site("siteA", post_user="alice", exchange=xa, serve_http=True)
+    b = make_site("siteB", post_user="admin", exchange=xb)
+    on_a = queue_factory("admin", xa)
+    subscriber_factory("b", b, exchange=[xa], parallel=4)
+
+    on_b = queue_factory("admin", xb)
+    write_all(os.fsencode(a.mnt) + b"/names")
+    os.makedirs(os.fsencode(a.mnt) + b"/sub\xe9")
+    with open(os.fsencode(a.mnt) + b"/sub\xe9/f\x1b", "wb") as f:
+        f.write(b"in a directory whose name is not UTF-8\n")
+    want = {"names/" + os.fsdecode(name_of(x)) for x in BYTES} | {"sub\udce9/f\x1b"}
+    bodies = raw_until(on_a, want)
+    # the body as sr3 3.3.1 writes it: JSON, a byte that is not UTF-8 as \udcNN
+    topic, body = bodies["names/" + os.fsdecode(name_of(0xE9))]
+    assert b'"relPath": "names/n\\udce9\\udcff"' in body and topic == "v03.names"
+    topic, body = bodies["sub\udce9/f\x1b"]
+    assert b'"relPath": "sub\\udce9/f\\u001b"' in body
+    assert topic == "v03.sub%E9"  # a routing key is UTF-8: the byte as %XX
+
+    d = os.fsencode(b.mnt) + b"/names"
+
+    def arrived() -> bool:
+        try:
+            return len(os.listdir(d)) == len(BYTES) and all(
+                os.path.getsize(d + b"/" + name_of(x)) == len(data_of(x)) for x in BYTES
+            )
+        except OSError:
+            return False
+
+    wait_for(arrived, timeout=120, what="every name stored at B")
+    read_all(d)
+    with open(os.fsencode(b.mnt) + b"/sub\xe9/f\x1b", "rb") as f:
+        assert f.read() == b"in a directory whose name is not UTF-8\n"
+    # and archive B announces them again, under the same names
+    assert set(raw_until(on_b, want)) >= want
+
+    # renamed at A: the rename arrives as one, under the new bytes
+    src = os.fsencode(a.mnt) + b"/names"
+    for x in RENAMED:
+        os.rename(src + b"/" + name_of(x), src + b"/" + name_of(x, b"r"))
+    wait_for(
+        lambda: all(os.path.exists(d + b"/" + name_of(x, b"r")) for x in RENAMED),
+        timeout=90,
+        what="renames applied at B",
+    )
+    for x in RENAMED:
+        with open(d + b"/" + name_of(x, b"r"), "rb") as f:
+            assert f.read() == data_of(x)
+        assert not os.path.exists(d + b"/" + name_of(x))
