@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from backend import config as cfgmod
 from backend.catalog import events, open_catalog
-from backend.library import cleaning
+from backend.library import cleaning, manager
+from backend.library.manager import LibraryManager
 from tests.archive import REPO, Mount, file_of, mount, wait_state
 from tests.waiting import wait_for
 
@@ -181,5 +183,20 @@ def test_cleaning_impossible_is_said_on_a_freshly_booted_host(
         cleaning.no_cartridge(cat, "d0")
         cleaning.no_cartridge(cat, "d0")  # the same hour: said once
         assert len(events.recent(cat, kind="cleaning_impossible")) == 1
+    finally:
+        cat.close()
+
+
+def test_a_stalled_pool_is_said_on_a_freshly_booted_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = open_catalog(tmp_path / "catalog.db", create=True)
+    try:
+        raw = cfgmod.apply_overrides({"archive": {"id": "0123ABCD"}}, [])
+        lm = LibraryManager(cfgmod.build(tmp_path, raw))
+        monkeypatch.setattr(manager.time, "monotonic", lambda: 100.0)
+        lm._complain(cat, "family:x", "no writable volume for family x")
+        lm._complain(cat, "family:x", "no writable volume for family x")
+        assert len(events.recent(cat, kind="stalled")) == 1
     finally:
         cat.close()
