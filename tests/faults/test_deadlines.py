@@ -79,6 +79,13 @@ def test_every_drive_down_during_a_recall_gives_etimedout_and_blocks_nothing_els
         why = m.xattr(a, "error")
         assert "timed out" in why and "every drive is down" in why and "cable pulled" in why
         assert any("cable pulled" in e["message"] for e in m.events("recall_timeout"))
+
+        # recall --wait says why it waits, then gives the recall's error
+        p = m.cli("recall", "--wait", "--timeout", "60", str(a), check=False)
+        said = p.stdout.decode() + p.stderr.decode()
+        assert p.returncode == 1, said
+        assert "waiting: every drive is down" in said, said
+        assert "recall timed out" in p.stderr.decode(), said
     finally:
         m.stop()
 
