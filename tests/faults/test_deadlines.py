@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -17,7 +18,14 @@ import pytest
 
 from backend import config as cfgmod
 from backend.catalog import events, open_catalog
-from backend.library import cleaning, manager
+from backend.catalog.drives import DriveTable
+from backend.catalog.files import FileClerk
+from backend.catalog.namespace import Namespace
+from backend.catalog.queue import RequestQueue
+from backend.catalog.schema import ROOT_INODE
+from backend.catalog.volumes import VolumeClerk
+from backend.library import cleaning, diagnosis, manager
+from backend.library import recall as recall_policy
 from backend.library.manager import LibraryManager
 from tests.archive import REPO, Mount, file_of, mount, wait_state
 from tests.waiting import wait_for
@@ -207,3 +215,72 @@ def test_a_stalled_pool_is_said_on_a_freshly_booted_host(
         assert len(events.recent(cat, kind="stalled")) == 1
     finally:
         cat.close()
+
+
+# -- the expiry sweep's choice, on a real catalog (pure logic: no daemon, no drives) ------
+
+
+@pytest.fixture
+def cat_config(tmp_path: Path) -> Any:
+    cat = open_catalog(tmp_path / "catalog.db", create=True)
+    raw = cfgmod.apply_overrides({"archive": {"id": "0123ABCD"}}, ['cache.recall_timeout="5s"'])
+    config = cfgmod.build(tmp_path, raw)
+    VolumeClerk(cat).add("V1", capacity=10_000_000, home=1000, inserted_ns=1000)
+    drives = DriveTable(cat)
+    drives.register("d0", 0, "S0")
+    drives.register("d1", 1, "S1")
+    try:
+        yield cat, config
+    finally:
+        cat.close()
+
+
+def _released_and_queued(cat: Any, config: Any, age: float) -> int:
+    node = Namespace(cat).create(ROOT_INODE, b"f", stat.S_IFREG | 0o644, 0, 0)
+    bid = FileClerk(cat, config.archive_id).create(node.id, family="default", size=1000).id
+    with cat.tx():
+        cat.execute("UPDATE bitfiles SET state='released' WHERE id=?", (bid,))
+        cat.execute("UPDATE volumes SET state='full', family='default' WHERE label='V1'")
+        cat.execute(
+            "INSERT INTO tape_copies(bitfile, volume, fileno, block, length, state) "
+            "VALUES (?, 'V1', 1, 10, 1000, 'active')",
+            (bid,),
+        )
+    RequestQueue(cat).enqueue_recall(bid, "V1", 1, 10)
+    cat.execute("UPDATE requests SET created_ns = created_ns - ?", (int(age * 1e9),))
+    return bid
+
+
+def test_the_sweep_keeps_a_recall_that_only_waits_its_turn(cat_config: Any) -> None:
+    cat, config = cat_config
+    bid = _released_and_queued(cat, config, age=60)
+    assert recall_policy.expire(cat, config, time.time_ns()) == []
+    assert RequestQueue(cat).has(bid, "recall")
+    # an open at its own deadline still gets ETIMEDOUT, and the recall stays queued
+    reason = recall_policy.give_up(cat, config, bid, 5)
+    assert reason is not None and reason.errno == errno.ETIMEDOUT and reason.code == "queued"
+    assert RequestQueue(cat).has(bid, "recall")
+
+
+def test_the_sweep_fails_a_blocked_recall_with_its_reason(cat_config: Any) -> None:
+    cat, config = cat_config
+    young = _released_and_queued(cat, config, age=1)
+    DriveTable(cat).set_down("d0", "test: fire")
+    DriveTable(cat).set_down("d1", "test: flood")
+    assert recall_policy.expire(cat, config, time.time_ns()) == []  # not 5 s old yet
+    cat.execute("UPDATE requests SET created_ns = created_ns - 10000000000")
+    [(bid, reason)] = recall_policy.expire(cat, config, time.time_ns())
+    assert bid == young and reason.errno == errno.ETIMEDOUT and reason.code == "no_drive_up"
+    assert "fire" in reason.message and "flood" in reason.message
+    assert not RequestQueue(cat).has(bid, "recall")
+    assert FileClerk(cat).get(bid).error == reason.message  # user.reelfs.error
+    assert events.recent(cat, kind="recall_timeout")
+
+
+def test_a_recall_waiting_for_cache_room_times_out_with_enospc(cat_config: Any) -> None:
+    cat, config = cat_config
+    bid = _released_and_queued(cat, config, age=60)
+    rid = RequestQueue(cat).recall_of(bid)[0]  # type: ignore[index]
+    RequestQueue(cat).requeue(rid, diagnosis.CACHE_WAIT)
+    [(_, reason)] = recall_policy.expire(cat, config, time.time_ns())
+    assert reason.errno == errno.ENOSPC and "cache is full" in reason.message
