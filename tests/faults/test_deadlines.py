@@ -71,7 +71,12 @@ def test_every_drive_down_during_a_recall_gives_etimedout_and_blocks_nothing_els
         result: dict[str, Any] = {}
         opener = threading.Thread(target=_timed_open, args=(a, result), daemon=True)
         opener.start()
+        # and a second reader, which kill -9 cannot free while the daemon holds its open
+        # (the kernel waits for the answer once the request went out): the deadline does
+        killed = subprocess.Popen(["cat", str(a)], stdout=subprocess.DEVNULL)
         wait_for(lambda: m.json("status")["queue"].get("recall_queued"), what="the recall")
+        killed.kill()
+        t_kill = time.monotonic()
         # the blocked open holds up no other request of the mount
         t0 = time.monotonic()
         assert sorted(os.listdir(m.mnt)) == ["a", "b"]
@@ -84,6 +89,8 @@ def test_every_drive_down_during_a_recall_gives_etimedout_and_blocks_nothing_els
         assert not opener.is_alive(), "the open outlived its deadline"
         assert result.get("errno") == errno.ETIMEDOUT, result
         assert result["elapsed"] < RECALL_TIMEOUT + 15
+        killed.wait(timeout=30)
+        assert time.monotonic() - t_kill < RECALL_TIMEOUT + 15
         why = m.xattr(a, "error")
         assert "timed out" in why and "every drive is down" in why and "cable pulled" in why
         assert any("cable pulled" in e["message"] for e in m.events("recall_timeout"))
