@@ -291,3 +291,14 @@ def test_a_recall_waiting_for_cache_room_times_out_with_enospc(cat_config: Any) 
     RequestQueue(cat).requeue(rid, diagnosis.CACHE_WAIT)
     [(_, reason)] = recall_policy.expire(cat, config, time.time_ns())
     assert reason.errno == errno.ENOSPC and "cache is full" in reason.message
+
+
+def test_a_recall_of_a_volume_stuck_in_a_down_drive_says_so(cat_config: Any) -> None:
+    cat, config = cat_config
+    bid = _released_and_queued(cat, config, age=60)
+    DriveTable(cat).set_down("d1", "test: load failed", stuck="V1")
+    reason = diagnosis.why_recall_waits(cat, config, bid)
+    assert reason is not None and reason.code == "volume_unavailable"
+    assert "V1 is stuck in drive d1" in reason.message and "load failed" in reason.message
+    [(_, expired)] = recall_policy.expire(cat, config, time.time_ns())
+    assert expired.errno == errno.ETIMEDOUT
