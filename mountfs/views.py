@@ -310,6 +310,10 @@ def stall_reason(cat: Catalog) -> str | None:
     return reports.latest_event(cat, ("stalled", "drive_down"), time.time_ns() - int(600e9))
 
 
+#: how often a wait asks why it is stuck (a diagnosis reads several tables)
+STALL_EVERY = 1.0
+
+
 def wait_progress(
     poll: Callable[[], tuple[int, bool]],
     *,
@@ -334,7 +338,8 @@ def wait_progress(
         *columns, console=console, disable=quiet or not console.is_terminal, transient=False
     ) as bar:
         task = bar.add_task(what, total=total)
-        last_note = None
+        last_note = note = None
+        asked: float | None = None  # when stalled() was last asked (None: never)
         while True:
             done, finished = poll()
             bar.update(task, completed=done)
@@ -344,10 +349,13 @@ def wait_progress(
             stopped = gone() if gone is not None else None
             if stopped:
                 raise WaitTimeout(stopped)
-            note = stalled() if stalled is not None else None
-            if note and note != last_note:
-                console.print(f"waiting: {note}", style="yellow")
-            last_note = note or last_note
+            now = time.monotonic()
+            if stalled is not None and (asked is None or now - asked >= STALL_EVERY):
+                asked = now
+                note = stalled()
+                if note and note != last_note:
+                    console.print(f"waiting: {note}", style="yellow")
+                last_note = note or last_note
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(
                     f"{what}: not done after {timeout:.0f}s" + (f": {note}" if note else "")

@@ -10,7 +10,8 @@ The reasons, the most fundamental first, so that the one a user sees is the one 
 * `no_good_copy` (EIO): the file has no copy left that can be read;
 * `cache_full` (ENOSPC): the cache is full of data not on tape yet, nothing to evict;
 * `no_drive_up` (ETIMEDOUT): every drive is down, each with its reason;
-* `volume_unavailable` (ETIMEDOUT): the volume a recall reads cannot be mounted now;
+* `volume_unavailable` (ETIMEDOUT): the volume a recall reads cannot be mounted now
+  (stuck in a drive that is down, or in a state that cannot be read);
 * `no_writable_volume` (ETIMEDOUT): a family has no volume with room and no blank is left;
 * `catalog_busy` (ETIMEDOUT): another process held the catalog recently;
 * `queued` (ETIMEDOUT): nothing is wrong, the work waits its turn.
@@ -84,6 +85,19 @@ def cache_full(cat: Catalog, config: Config, size: int) -> Reason:
     )
 
 
+def stuck_in(cat: Catalog, volume: str) -> Reason | None:
+    """`volume` was left in a drive that went down: nothing reads it until it is out."""
+    for d in DriveTable(cat).all():
+        if d.state == DOWN and d.volume == volume:
+            return Reason(
+                "volume_unavailable",
+                errno.ETIMEDOUT,
+                f"volume {volume} is stuck in drive {d.name}, which is down "
+                f"({d.reason or 'no reason given'})",
+            )
+    return None
+
+
 def why_recall_waits(cat: Catalog, config: Config, bitfile: int) -> Reason | None:
     """Why the recall of `bitfile` has not brought it into the cache; None when it is there."""
     files = FileClerk(cat, config.archive_id)
@@ -103,6 +117,9 @@ def why_recall_waits(cat: Catalog, config: Config, bitfile: int) -> Reason | Non
     if down is not None:
         return down
     if volume is not None:
+        stuck = stuck_in(cat, volume)
+        if stuck is not None:
+            return stuck
         v = VolumeClerk(cat).get(volume)
         if v is None or v.state not in READABLE:
             st = v.state if v is not None else "unknown"

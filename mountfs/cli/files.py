@@ -28,6 +28,8 @@ from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 def _run(a: argparse.Namespace, op: str) -> int:
     with archive_catalog(a, a.paths) as (config, cat):
         inodes = [t.inode for t in locate.inodes_for(config, cat, a.paths)]
+        # before the daemon is asked: one that dies right after must still be noticed
+        daemon = lock_holder(config)
         answer = registry.run(config, op, inodes=inodes)
         queued = answer.pop("queued", None)
         wait = getattr(a, "wait", False)
@@ -36,7 +38,7 @@ def _run(a: argparse.Namespace, op: str) -> int:
         elif not a.json:
             views.print_summary(out, op, answer)
         if wait:
-            return _wait(a, config, cat, op, inodes, queued)
+            return _wait(a, config, cat, op, inodes, queued, daemon)
         return EXIT_FAIL if answer.get("errors") else 0
 
 
@@ -47,6 +49,7 @@ def _wait(
     op: str,
     inodes: list[int],
     queued: list[int] | None,
+    daemon: int | None,
 ) -> int:
     if op == "flush":
         bitfiles = admin.to_write(cat, inodes)
@@ -58,34 +61,34 @@ def _wait(
     sizes = {b: files.size_of(b) for b in bitfiles}
     total = sum(sizes.values())
     errors: list[str] = []
+    left: list[int] = list(bitfiles)  # not there yet, as of the last poll
 
     def progress() -> tuple[int, bool]:
         done_bytes = 0
         finished = 0
         errors.clear()
+        left.clear()
         for b in bitfiles:
             d, _, errs = admin.progress(cat, [b], goal)
             if d:
                 finished += 1
                 done_bytes += sizes[b]
+            else:
+                left.append(b)
             errors.extend(errs)
         return (done_bytes if total else finished), finished == len(bitfiles)
 
     def stalled() -> str | None:
-        left = [b for b in bitfiles if not admin.progress(cat, [b], goal)[0]]
         reason = diagnosis.why_work_waits(cat, config, op, left)
         return str(reason) if reason is not None else views.stall_reason(cat)
-
-    daemon = lock_holder(config)
 
     def gone() -> str | None:
         # kill -9 leaves no word behind: the archive lock the daemon held tells
         if daemon is None or lock_holder(config) is not None:
             return None
-        left = sum(1 for b in bitfiles if not admin.progress(cat, [b], goal)[0])
         todo = "archived" if op == "flush" else "recalled"
         return (
-            f"the archive's daemon (pid {daemon}) stopped while {left} file(s) were not "
+            f"the archive's daemon (pid {daemon}) stopped while {len(left)} file(s) were not "
             f"{todo} yet: mount the archive again to finish (crash recovery requeues them)"
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -15,8 +16,17 @@ from typing import Any
 
 import pytest
 
+from backend import config as cfgmod
 from backend.catalog import events, open_catalog
-from backend.library import cleaning
+from backend.catalog.drives import DriveTable
+from backend.catalog.files import FileClerk
+from backend.catalog.namespace import Namespace
+from backend.catalog.queue import RequestQueue
+from backend.catalog.schema import ROOT_INODE
+from backend.catalog.volumes import VolumeClerk
+from backend.library import cleaning, diagnosis, manager
+from backend.library import recall as recall_policy
+from backend.library.manager import LibraryManager
 from tests.archive import REPO, Mount, file_of, mount, wait_state
 from tests.waiting import wait_for
 
@@ -61,7 +71,12 @@ def test_every_drive_down_during_a_recall_gives_etimedout_and_blocks_nothing_els
         result: dict[str, Any] = {}
         opener = threading.Thread(target=_timed_open, args=(a, result), daemon=True)
         opener.start()
+        # and a second reader, which kill -9 cannot free while the daemon holds its open
+        # (the kernel waits for the answer once the request went out): the deadline does
+        killed = subprocess.Popen(["cat", str(a)], stdout=subprocess.DEVNULL)
         wait_for(lambda: m.json("status")["queue"].get("recall_queued"), what="the recall")
+        killed.kill()
+        t_kill = time.monotonic()
         # the blocked open holds up no other request of the mount
         t0 = time.monotonic()
         assert sorted(os.listdir(m.mnt)) == ["a", "b"]
@@ -74,9 +89,18 @@ def test_every_drive_down_during_a_recall_gives_etimedout_and_blocks_nothing_els
         assert not opener.is_alive(), "the open outlived its deadline"
         assert result.get("errno") == errno.ETIMEDOUT, result
         assert result["elapsed"] < RECALL_TIMEOUT + 15
+        killed.wait(timeout=30)
+        assert time.monotonic() - t_kill < RECALL_TIMEOUT + 15
         why = m.xattr(a, "error")
         assert "timed out" in why and "every drive is down" in why and "cable pulled" in why
         assert any("cable pulled" in e["message"] for e in m.events("recall_timeout"))
+
+        # recall --wait says why it waits, then gives the recall's error
+        p = m.cli("recall", "--wait", "--timeout", "60", str(a), check=False)
+        said = p.stdout.decode() + p.stderr.decode()
+        assert p.returncode == 1, said
+        assert "waiting: every drive is down" in said, said
+        assert "recall timed out" in p.stderr.decode(), said
     finally:
         m.stop()
 
@@ -183,3 +207,98 @@ def test_cleaning_impossible_is_said_on_a_freshly_booted_host(
         assert len(events.recent(cat, kind="cleaning_impossible")) == 1
     finally:
         cat.close()
+
+
+def test_a_stalled_pool_is_said_on_a_freshly_booted_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = open_catalog(tmp_path / "catalog.db", create=True)
+    try:
+        raw = cfgmod.apply_overrides({"archive": {"id": "0123ABCD"}}, [])
+        lm = LibraryManager(cfgmod.build(tmp_path, raw))
+        monkeypatch.setattr(manager.time, "monotonic", lambda: 100.0)
+        lm._complain(cat, "family:x", "no writable volume for family x")
+        lm._complain(cat, "family:x", "no writable volume for family x")
+        assert len(events.recent(cat, kind="stalled")) == 1
+    finally:
+        cat.close()
+
+
+# -- the expiry sweep's choice, on a real catalog (pure logic: no daemon, no drives) ------
+
+
+@pytest.fixture
+def cat_config(tmp_path: Path) -> Any:
+    cat = open_catalog(tmp_path / "catalog.db", create=True)
+    raw = cfgmod.apply_overrides({"archive": {"id": "0123ABCD"}}, ['cache.recall_timeout="5s"'])
+    config = cfgmod.build(tmp_path, raw)
+    VolumeClerk(cat).add("V1", capacity=10_000_000, home=1000, inserted_ns=1000)
+    drives = DriveTable(cat)
+    drives.register("d0", 0, "S0")
+    drives.register("d1", 1, "S1")
+    try:
+        yield cat, config
+    finally:
+        cat.close()
+
+
+def _released_and_queued(cat: Any, config: Any, age: float) -> int:
+    node = Namespace(cat).create(ROOT_INODE, b"f", stat.S_IFREG | 0o644, 0, 0)
+    bid = FileClerk(cat, config.archive_id).create(node.id, family="default", size=1000).id
+    with cat.tx():
+        cat.execute("UPDATE bitfiles SET state='released' WHERE id=?", (bid,))
+        cat.execute("UPDATE volumes SET state='full', family='default' WHERE label='V1'")
+        cat.execute(
+            "INSERT INTO tape_copies(bitfile, volume, fileno, block, length, state) "
+            "VALUES (?, 'V1', 1, 10, 1000, 'active')",
+            (bid,),
+        )
+    RequestQueue(cat).enqueue_recall(bid, "V1", 1, 10)
+    cat.execute("UPDATE requests SET created_ns = created_ns - ?", (int(age * 1e9),))
+    return bid
+
+
+def test_the_sweep_keeps_a_recall_that_only_waits_its_turn(cat_config: Any) -> None:
+    cat, config = cat_config
+    bid = _released_and_queued(cat, config, age=60)
+    assert recall_policy.expire(cat, config, time.time_ns()) == []
+    assert RequestQueue(cat).has(bid, "recall")
+    # an open at its own deadline still gets ETIMEDOUT, and the recall stays queued
+    reason = recall_policy.give_up(cat, config, bid, 5)
+    assert reason is not None and reason.errno == errno.ETIMEDOUT and reason.code == "queued"
+    assert RequestQueue(cat).has(bid, "recall")
+
+
+def test_the_sweep_fails_a_blocked_recall_with_its_reason(cat_config: Any) -> None:
+    cat, config = cat_config
+    young = _released_and_queued(cat, config, age=1)
+    DriveTable(cat).set_down("d0", "test: fire")
+    DriveTable(cat).set_down("d1", "test: flood")
+    assert recall_policy.expire(cat, config, time.time_ns()) == []  # not 5 s old yet
+    cat.execute("UPDATE requests SET created_ns = created_ns - 10000000000")
+    [(bid, reason)] = recall_policy.expire(cat, config, time.time_ns())
+    assert bid == young and reason.errno == errno.ETIMEDOUT and reason.code == "no_drive_up"
+    assert "fire" in reason.message and "flood" in reason.message
+    assert not RequestQueue(cat).has(bid, "recall")
+    assert FileClerk(cat).get(bid).error == reason.message  # user.reelfs.error
+    assert events.recent(cat, kind="recall_timeout")
+
+
+def test_a_recall_waiting_for_cache_room_times_out_with_enospc(cat_config: Any) -> None:
+    cat, config = cat_config
+    bid = _released_and_queued(cat, config, age=60)
+    rid = RequestQueue(cat).recall_of(bid)[0]  # type: ignore[index]
+    RequestQueue(cat).requeue(rid, diagnosis.CACHE_WAIT)
+    [(_, reason)] = recall_policy.expire(cat, config, time.time_ns())
+    assert reason.errno == errno.ENOSPC and "cache is full" in reason.message
+
+
+def test_a_recall_of_a_volume_stuck_in_a_down_drive_says_so(cat_config: Any) -> None:
+    cat, config = cat_config
+    bid = _released_and_queued(cat, config, age=60)
+    DriveTable(cat).set_down("d1", "test: load failed", stuck="V1")
+    reason = diagnosis.why_recall_waits(cat, config, bid)
+    assert reason is not None and reason.code == "volume_unavailable"
+    assert "V1 is stuck in drive d1" in reason.message and "load failed" in reason.message
+    [(_, expired)] = recall_policy.expire(cat, config, time.time_ns())
+    assert expired.errno == errno.ETIMEDOUT
