@@ -3,7 +3,8 @@
 One `OpenInode` per inode with open handles shares one cache file descriptor. The first
 change of a modification session (write or truncate) makes the data *dirty*: if the
 current version is already on tape a new version (bitfile) takes over the cached data,
-because tape is write-once. When the last handle closes, the session ends in one
+because tape is write-once. When the last handle is released (not at a FLUSH:
+every close(2) of an inherited descriptor sends one), the session ends in one
 transaction: size and checksums recorded, write requests queued for the file's family
 (one per tape copy it keeps).
 
@@ -386,26 +387,14 @@ class Staging:
         return SessionEnd(oi, sums, oi.fd, True, oi.changes)
 
     def take_created(self, fh: int) -> int | None:
-        """The inode a create(2) made, once, at its close when it was never written (a
-        new empty file is a change to announce too; a written one is announced by its
-        session's end)."""
+        """The inode a create(2) made, once, at its last release when it was never
+        written (a new empty file is a change to announce too; a written one is announced
+        by its session's end)."""
         oi = self.handle(fh).oi
         if not oi.created or oi.modifying:
             return None
         oi.created = False
         return oi.inode
-
-    def end_session(self, fh: int) -> SessionEnd | None:
-        """close(2) of the inode's only handle ends its modification session at once, so
-        that right after close the file's state and checksums are what a user expects
-        (release, the last reference going away, comes later and asynchronously)."""
-        h = self.handle(fh)
-        oi = h.oi
-        self.flush_attrs(oi)
-        if oi.handles != 1 or not oi.modifying:
-            return None
-        sums = oi.ck.sums if oi.ck is not None and oi.ck.length == oi.size else None
-        return SessionEnd(oi, sums, oi.fd, False, oi.changes)
 
     @staticmethod
     def compute_sums(end: SessionEnd) -> None:
