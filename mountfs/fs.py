@@ -110,7 +110,8 @@ class ReelFS(pyfuse3.Operations):
         e.st_rdev = node.rdev
         e.st_size = 4096 if node.is_dir else node.size
         e.st_blksize = BLKSIZE
-        e.st_blocks = (e.st_size + 511) // 512
+        # from allocation, not size: a sparse file's holes take no blocks (du)
+        e.st_blocks = self.staging.blocks(node) if node.is_reg else (e.st_size + 511) // 512
         e.st_atime_ns = node.atime_ns
         e.st_mtime_ns = node.mtime_ns
         e.st_ctime_ns = node.ctime_ns

@@ -87,3 +87,53 @@ def test_df_and_volumes_show_the_space_of_deleted_copies(mounted: Mount) -> None
     # df: "Used" drops by the removed copy, "Avail" (writable now) stays until a repack
     assert (after.f_bfree - before.f_bfree) * after.f_frsize >= 2 * 2**20
     assert after.f_bavail == before.f_bavail
+
+
+def du_bytes(path: Path) -> int:
+    out = subprocess.run(["du", "-B1", str(path)], check=True, capture_output=True, text=True)
+    return int(out.stdout.split()[0])
+
+
+def make_sparse(path: Path) -> bytes:
+    """An 8 MiB file with two data extents and holes around them; returns its content."""
+    a, b = os.urandom(64 * 1024), os.urandom(4096)
+    with open(path, "wb") as out:
+        out.truncate(8 * 2**20)
+        out.seek(2**20)
+        out.write(a)
+        out.seek(6 * 2**20)
+        out.write(b)
+    content = bytearray(8 * 2**20)
+    content[2**20 : 2**20 + len(a)] = a
+    content[6 * 2**20 : 6 * 2**20 + len(b)] = b
+    return bytes(content)
+
+
+def test_sparse_file_keeps_its_holes_in_the_cache_and_through_recall(mounted: Mount) -> None:
+    f = mounted.mnt / "sparse"
+    content = make_sparse(f)
+    assert du_bytes(f) <= 256 * 1024  # two extents, not 8 MiB
+    assert f.read_bytes() == content
+    mounted.flush(f)
+    mounted.release(f)
+    assert mounted.state(f) == "released"
+    assert du_bytes(f) <= 256 * 1024  # the allocation recorded at the end of the session
+    assert f.read_bytes() == content  # recalled from tape
+    assert mounted.state(f) == "archived"
+    cached = next(mounted.archive.rglob(mounted.xattr(f, "bfid")))
+    assert os.stat(cached).st_blocks * 512 <= 256 * 1024  # the recall restored the holes
+    assert du_bytes(f) <= 256 * 1024
+
+
+def test_truncated_gigabyte_takes_no_space(
+    make_archive: Callable[..., Path], tmp_path: Path
+) -> None:
+    archive = make_archive(drives=1, volumes=2, volume_size="2GiB", cache_size="2GiB")
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        f = m.mnt / "big"
+        subprocess.run(["truncate", "-s", "1G", str(f)], check=True)
+        assert f.stat().st_size == 2**30
+        assert du_bytes(f) == 0
+    finally:
+        m.stop()
