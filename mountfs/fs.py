@@ -110,7 +110,8 @@ class ReelFS(pyfuse3.Operations):
         e.st_rdev = node.rdev
         e.st_size = 4096 if node.is_dir else node.size
         e.st_blksize = BLKSIZE
-        e.st_blocks = (e.st_size + 511) // 512
+        # from allocation, not size: a sparse file's holes take no blocks (du)
+        e.st_blocks = self.staging.blocks(node) if node.is_reg else (e.st_size + 511) // 512
         e.st_atime_ns = node.atime_ns
         e.st_mtime_ns = node.mtime_ns
         e.st_ctime_ns = node.ctime_ns
@@ -472,14 +473,11 @@ class ReelFS(pyfuse3.Operations):
 
     @fuse_op
     async def flush(self, fh: int) -> None:
-        end = self.staging.end_session(fh)
-        if end is not None:
-            await self._end_session(end)
-        elif self.changes is not None:
-            inode = self.staging.take_created(fh)
-            if inode is not None:
-                with self._change():
-                    self._notify("closed", inode)
+        # Every close(2) of a descriptor sends a FLUSH, also a child's close of one it
+        # inherited (`cmd > file` closes the shell's copy before cmd writes a byte): ending
+        # the session here made an empty version, or one version and tape copy per close.
+        # The size and times are made durable; the session ends at the last RELEASE.
+        self.staging.flush_attrs(self.staging.handle(fh).oi)
 
     @fuse_op
     async def release(self, fh: int) -> None:
@@ -487,9 +485,15 @@ class ReelFS(pyfuse3.Operations):
 
     async def _release(self, fh: int) -> None:
         h = self.staging.handles.get(fh)
+        created = None
+        if h is not None and h.oi.handles == 1 and self.changes is not None:
+            created = self.staging.take_created(fh)
         end = self.staging.release(fh)
         if end is not None:
             await self._end_session(end)
+        elif created is not None:
+            with self._change():
+                self._notify("closed", created)
         if h is not None and not self.staging.is_open(h.oi.inode):
             self._maybe_drop(h.oi.inode)
 
@@ -515,12 +519,16 @@ class ReelFS(pyfuse3.Operations):
 
     @fuse_op
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        total, free = VolumeClerk(self.cat).pool_capacity()
+        vc = VolumeClerk(self.cat)
+        total, free = vc.pool_capacity()
         s = pyfuse3.StatvfsData()
         s.f_bsize = BLKSIZE
         s.f_frsize = 4096
         s.f_blocks = total // s.f_frsize
-        s.f_bfree = s.f_bavail = free // s.f_frsize
+        # Deleted copies (rm, overwrites) are free space that only a repack hands back:
+        # df's "Used" leaves them out, its "Avail" (writable now) does not count them.
+        s.f_bfree = min(total, free + vc.reclaimable()) // s.f_frsize
+        s.f_bavail = free // s.f_frsize
         inodes = self.ns.count_inodes()
         s.f_files = inodes + 2**32
         s.f_ffree = s.f_favail = 2**32

@@ -28,6 +28,7 @@ from backend.catalog.drives import DriveTable
 from backend.catalog.files import FileClerk
 from backend.catalog.namespace import Namespace
 from backend.catalog.queue import RECALL, RequestQueue
+from backend.catalog.volumes import VolumeClerk
 from backend.config import Config, format_size
 from backend.names import printable, with_b64
 
@@ -36,6 +37,7 @@ VOLUME_COLUMNS = [
     "state",
     "family",
     "used",
+    "deleted",
     "capacity",
     "files",
     "mounts",
@@ -61,6 +63,7 @@ def _time(ns: int | None) -> str | None:
 
 def volumes(cat: Catalog) -> list[dict[str, Any]]:
     rows = reports.volumes(cat)
+    copies = reports.copies_by_volume(cat)
     return [
         {
             "label": r[0],
@@ -78,6 +81,10 @@ def volumes(cat: Catalog) -> list[dict[str, Any]]:
             "next_fileno": r[12],
             "eod_block": r[13],
             "uses": r[14],
+            # tape held by removed or overwritten files' copies: reclaimable by repack
+            "copies": copies.get(r[0], (0, 0, 0, 0))[0],
+            "deleted_copies": copies.get(r[0], (0, 0, 0, 0))[2],
+            "deleted": copies.get(r[0], (0, 0, 0, 0))[3],
         }
         for r in rows
     ]
@@ -213,7 +220,12 @@ def status(cat: Catalog, config: Config, daemon: dict | None) -> dict[str, Any]:
             "used": daemon["cache"]["used"] if daemon else cached,
             "limit": config.cache.size,
         },
-        "volumes": {"by_state": vols, "capacity": total, "free": free},
+        "volumes": {
+            "by_state": vols,
+            "capacity": total,
+            "free": free,
+            "deleted": VolumeClerk(cat).reclaimable(),
+        },
     }
 
 
@@ -225,7 +237,7 @@ def _cell(col: str, v: Any) -> Text:
     character or a byte that is not UTF-8 (`backend.names.printable`)."""
     if v is None:
         return Text("")
-    if col in ("used", "capacity", "size") and isinstance(v, int):
+    if col in ("used", "deleted", "capacity", "size") and isinstance(v, int):
         return Text(format_size(v))
     return Text(printable(str(v)))
 
@@ -285,6 +297,7 @@ def print_status(console: Console, st: dict) -> None:
         "volumes: "
         + ", ".join(f"{n} {s}" for s, n in sorted(v["by_state"].items()))
         + f"; {format_size(v['free'])} free of {format_size(v['capacity'])}"
+        + f", {format_size(v['deleted'])} held by deleted copies (reclaimable by repack)"
     )
     print_table(console, "Drives", st["drives"], DRIVE_COLUMNS)
 

@@ -3,7 +3,8 @@
 One `OpenInode` per inode with open handles shares one cache file descriptor. The first
 change of a modification session (write or truncate) makes the data *dirty*: if the
 current version is already on tape a new version (bitfile) takes over the cached data,
-because tape is write-once. When the last handle closes, the session ends in one
+because tape is write-once. When the last handle is released (not at a FLUSH:
+every close(2) of an inherited descriptor sends one), the session ends in one
 transaction: size and checksums recorded, write requests queued for the file's family
 (one per tape copy it keeps).
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backend.cache.checksum import Checksummer, Sums, file_sums
+from backend.cache.holes import allocated_bytes, copy_sparse
 from backend.cache.store import Cache
 from backend.catalog import families
 from backend.catalog.db import Catalog
@@ -241,12 +243,7 @@ class Staging:
     def _copy_from_fd(self, src: int, bfid: str, size: int) -> None:
         dst = self.cache.create(bfid)
         try:
-            off = 0
-            while off < size:
-                n = os.copy_file_range(src, dst, size - off, off, off)
-                if n == 0:
-                    break
-                off += n
+            copy_sparse(src, dst, size)  # a sparse file keeps its holes
         finally:
             os.close(dst)
         self.cache.charge(size)
@@ -352,6 +349,27 @@ class Staging:
             node.ctime_ns = max(node.ctime_ns, oi.ctime_ns)
         return node
 
+    def blocks(self, node: Inode) -> int:
+        """st_blocks of a regular file from what its data takes (holes take nothing), as
+        `du` counts: the cache file's allocation, or for a released file the allocation
+        recorded when its session ended (the size when none was recorded)."""
+        by_size = (node.size + 511) // 512
+        oi = self.open_inodes.get(node.id)
+        if oi is not None:
+            return 0 if oi.fd == NO_FILE else os.fstat(oi.fd).st_blocks
+        if node.bitfile is None:
+            return by_size
+        row = self.files.allocation(node.bitfile)
+        if row is None:
+            return by_size
+        state, bfid, allocated = row
+        if state in (DIRTY, ARCHIVED):
+            try:
+                return os.stat(self.cache.path(bfid)).st_blocks
+            except FileNotFoundError:
+                return 0 if node.size == 0 else by_size
+        return by_size if allocated is None else (allocated + 511) // 512
+
     def set_times(self, inode: int, mtime_ns: int | None) -> None:
         oi = self.open_inodes.get(inode)
         if oi is not None and mtime_ns is not None:
@@ -386,26 +404,14 @@ class Staging:
         return SessionEnd(oi, sums, oi.fd, True, oi.changes)
 
     def take_created(self, fh: int) -> int | None:
-        """The inode a create(2) made, once, at its close when it was never written (a
-        new empty file is a change to announce too; a written one is announced by its
-        session's end)."""
+        """The inode a create(2) made, once, at its last release when it was never
+        written (a new empty file is a change to announce too; a written one is announced
+        by its session's end)."""
         oi = self.handle(fh).oi
         if not oi.created or oi.modifying:
             return None
         oi.created = False
         return oi.inode
-
-    def end_session(self, fh: int) -> SessionEnd | None:
-        """close(2) of the inode's only handle ends its modification session at once, so
-        that right after close the file's state and checksums are what a user expects
-        (release, the last reference going away, comes later and asynchronously)."""
-        h = self.handle(fh)
-        oi = h.oi
-        self.flush_attrs(oi)
-        if oi.handles != 1 or not oi.modifying:
-            return None
-        sums = oi.ck.sums if oi.ck is not None and oi.ck.length == oi.size else None
-        return SessionEnd(oi, sums, oi.fd, False, oi.changes)
 
     @staticmethod
     def compute_sums(end: SessionEnd) -> None:
@@ -431,6 +437,10 @@ class Staging:
             oi.modifying = False  # a later write through a dup'ed fd opens a new session
             oi.created = False
             self.flush_attrs(oi)
+            # what the data takes on disk, kept for st_blocks once it is released
+            self.files.set_allocated(
+                oi.bitfile, 0 if end.fd == NO_FILE else allocated_bytes(end.fd)
+            )
         finally:
             if end.close_fd and end.fd != NO_FILE:
                 os.close(end.fd)

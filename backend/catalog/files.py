@@ -170,6 +170,16 @@ class FileClerk:
             )
             self.cat.execute("DELETE FROM requests WHERE bitfile=?", (bitfile_id,))
 
+    def set_allocated(self, bitfile_id: int, nbytes: int) -> None:
+        """Record what the version's data takes on disk (holes excluded)."""
+        with self.cat.tx():
+            self.cat.execute("UPDATE bitfiles SET allocated=? WHERE id=?", (nbytes, bitfile_id))
+
+    def allocation(self, bitfile_id: int) -> tuple[str, str, int | None] | None:
+        """(state, bfid, recorded allocation or None) of a version, for st_blocks."""
+        row = self.cat.one("SELECT state, bfid, allocated FROM bitfiles WHERE id=?", (bitfile_id,))
+        return None if row is None else (row[0], row[1], row[2])
+
     def touch(self, bitfile_id: int) -> None:
         with self.cat.tx():
             self.cat.execute(

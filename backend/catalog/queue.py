@@ -279,12 +279,18 @@ class RequestQueue:
 
     def due_writes(self, now: int, threshold: int) -> list[DueSummary]:
         """Per pool, its queued writes that may go now, small (below `threshold`; -1 makes
-        every file large) and large ones apart; the most urgent and the oldest first."""
+        every file large) and large ones apart; the most urgent and the oldest first.
+
+        A request's age counts from the later of its queueing and the file's last change
+        (the end of its last modification session): a file still being appended to is
+        not written again and again while it grows."""
         rows = self.cat.all(
             "SELECT r.family, MAX(r.urgent), "
-            "SUM(b.size < ?), MIN(CASE WHEN b.size < ? THEN r.created_ns END), "
+            "SUM(b.size < ?), "
+            "MIN(CASE WHEN b.size < ? THEN MAX(r.created_ns, b.modified_ns) END), "
             "COALESCE(SUM(CASE WHEN b.size < ? THEN b.size END), 0), "
-            "SUM(b.size >= ?), MIN(CASE WHEN b.size >= ? THEN r.created_ns END) "
+            "SUM(b.size >= ?), "
+            "MIN(CASE WHEN b.size >= ? THEN MAX(r.created_ns, b.modified_ns) END) "
             "FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
             "WHERE r.kind=? AND r.state=? AND r.not_before_ns<=? AND b.writers=0 "
             "GROUP BY r.family ORDER BY MAX(r.urgent) DESC, MIN(r.created_ns)",
@@ -296,14 +302,24 @@ class RequestQueue:
         ]
 
     def write_batch(
-        self, family: str, now: int, *, small: bool, threshold: int, limit: int
+        self,
+        family: str,
+        now: int,
+        *,
+        small: bool,
+        threshold: int,
+        limit: int,
+        changed_before: int | None = None,
     ) -> list[Request]:
-        """A pool's due writes of small (below `threshold`) or large files, in queue order."""
+        """A pool's due writes of small (below `threshold`) or large files, in queue order;
+        with `changed_before`, only urgent ones and files last changed before it."""
+        settled = now if changed_before is None else changed_before
         rows = self.cat.all(
             f"SELECT {_REQUEST_COLS} FROM requests r JOIN bitfiles b ON b.id = r.bitfile "
             "WHERE r.kind=? AND r.state=? AND r.family=? AND r.not_before_ns<=? "
-            f"AND b.writers=0 AND b.size {'<' if small else '>='} ? ORDER BY r.id LIMIT ?",
-            (WRITE, QUEUED, family, now, threshold, limit),
+            f"AND b.writers=0 AND b.size {'<' if small else '>='} ? "
+            "AND (r.urgent OR b.modified_ns<=?) ORDER BY r.id LIMIT ?",
+            (WRITE, QUEUED, family, now, threshold, settled, limit),
         )
         return [Request(*r) for r in rows]
 

@@ -21,6 +21,21 @@ def volumes(cat: Catalog) -> list[tuple[Any, ...]]:
     ]
 
 
+def copies_by_volume(cat: Catalog) -> dict[str, tuple[int, int, int, int]]:
+    """Per volume: (active copies, their bytes, deleted copies, their bytes). A deleted
+    copy (its file removed or overwritten) still holds tape until a repack reclaims it."""
+    return {
+        r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        for r in cat.all(
+            "SELECT volume, SUM(state='active'), "
+            "COALESCE(SUM(CASE WHEN state='active' THEN length END), 0), "
+            "SUM(state='deleted'), "
+            "COALESCE(SUM(CASE WHEN state='deleted' THEN length END), 0) "
+            "FROM tape_copies GROUP BY volume"
+        )
+    }
+
+
 def queue(cat: Catalog, limit: int | None) -> list[tuple[Any, ...]]:
     """(id, kind, state, inode, family, volume, size, created_ns, tries, error, bfid,
     urgent, drive) of the requests in queue order, at most `limit`."""

@@ -223,7 +223,11 @@ _V4 = ("""ALTER TABLE "volumes" ADD COLUMN "block_size" INTEGER""",)
 #: v5: several tape copies per file: how many a family keeps (backend.catalog.families).
 _V5 = ("""ALTER TABLE "families" ADD COLUMN "copies" INTEGER NOT NULL DEFAULT 1""",)
 
-_STEPS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+#: v6: what a version's data takes on disk (its holes take nothing), recorded at the end
+#: of its session and at recall, so that st_blocks (du) stays true once it is released.
+_V6 = ("""ALTER TABLE "bitfiles" ADD COLUMN "allocated" INTEGER""",)
+
+_STEPS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(_STEPS)
 
 

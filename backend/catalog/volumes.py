@@ -174,6 +174,18 @@ class VolumeClerk:
         assert row is not None
         return int(row[0]), int(row[1])
 
+    def reclaimable(self) -> int:
+        """Bytes of deleted tape copies (files removed or overwritten) on the volumes that
+        hold data: tape a repack would give back."""
+        return int(
+            self.cat.value(
+                "SELECT COALESCE(SUM(c.length), 0) FROM tape_copies c JOIN volumes v "
+                "ON v.label = c.volume WHERE c.state='deleted' "
+                "AND v.state NOT IN ('cleaning','retired','missing','exported')"
+            )
+            or 0
+        )
+
     def default_capacity(self, configured: int = 0) -> int:
         """The capacity given to a cartridge the catalog learns of: `[library]
         default_capacity`, else that of the largest volume already known."""

@@ -339,8 +339,16 @@ class LibraryManager:
                 mover.batch_bytes,
             )
         )
+        # large files still changing wait out [mover] flush_delay even when others made
+        # the family due (small ones go with their aggregate: it is due by its size too)
+        changed_before = None if small or self.drain else now - int(mover.flush_delay * 1e9)
         rows = RequestQueue(cat).write_batch(
-            family, now, small=small, threshold=threshold, limit=limit
+            family,
+            now,
+            small=small,
+            threshold=threshold,
+            limit=limit,
+            changed_before=changed_before,
         )
         out: list[Request] = []
         total = 0

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from backend.cache.checksum import Checksummer
 from backend.cache.eviction import evict
+from backend.cache.holes import HoleWriter
 from backend.catalog import events
 from backend.catalog.files import RELEASED, Bitfile, FileClerk, TapeCopy
 from backend.catalog.queue import Request, RequestQueue
@@ -113,7 +115,10 @@ def _read_copy(ctx: MoverContext, copy: TapeCopy, bf: Bitfile, temp: Path) -> No
     fmt = FileClerk(ctx.cat, ctx.config.archive_id).copy_format(copy.id)
     ctx.drive.locate(copy.block + copy.record)
     ck = Checksummer()
-    with open(temp, "wb", buffering=0) as dest:
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # zero blocks are skipped, not written: a sparse file comes back with its holes
+    dest = cast(BinaryIO, HoleWriter(fd))
+    try:
         if fmt is None:
             info = read_member(ctx.drive, ctx.block_size, copy.offset, dest, on_data=ck.update)
             size = info.size
@@ -125,6 +130,9 @@ def _read_copy(ctx: MoverContext, copy: TapeCopy, bf: Bitfile, temp: Path) -> No
                 )
         else:
             size = foreign.read_member(ctx.drive, fmt, copy.offset, dest, on_data=ck.update)
+        dest.close()
+    finally:
+        os.close(fd)
     if size != bf.size or ck.length != bf.size:
         raise ChecksumMismatch(
             f"{bf.bfid} on {copy.location}: {ck.length} bytes read, {bf.size} expected"

@@ -20,7 +20,7 @@ def test_v5_gives_existing_families_one_copy(tmp_path: Path) -> None:
         conn.execute("INSERT INTO families(name, width) VALUES ('raw', 2)")
         conn.execute("COMMIT")
         schema.migrate(conn)
-        assert schema.current_version(conn) == schema.SCHEMA_VERSION == 5
+        assert schema.current_version(conn) == schema.SCHEMA_VERSION == 6
         assert conn.execute("SELECT name, width, copies FROM families").fetchall() == [
             ("raw", 2, 1)
         ]
