@@ -225,6 +225,10 @@ class Staging:
                 size=old.size if carry_data else 0,
             )
             self.files.supersede(old.id)
+            # dirty from its first moment, so queued in the same transaction: whether a
+            # session then begins on it or not (an O_TRUNC open of an empty file), it is
+            # never dirty without a write request and nobody writing it
+            self.queue.enqueue_write(new.id, family)
             if carry_data and old.size:
                 try:
                     self.cache.rename(old.bfid, new.bfid)
