@@ -3,6 +3,7 @@ FUSE operation: the catalog's invariants kept by construction and verified."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -10,6 +11,9 @@ import stat
 import threading
 from pathlib import Path
 
+import pytest
+
+from backend.admin.control import call
 from backend.cache.staging import Staging
 from backend.cache.store import Cache
 from backend.catalog import open_catalog
@@ -24,7 +28,8 @@ from backend.mover import write
 from backend.mover.session import MoverContext, MoverHooks
 from drivers.emulated import open_library
 from drivers.tape import ElementType
-from tests.archive import Mount, init_archive
+from tests.archive import Mount, init_archive, mount
+from tests.waiting import wait_for
 
 
 def test_a_session_ending_between_the_movers_look_and_its_drop_keeps_the_request(
@@ -138,3 +143,65 @@ def test_check_finds_a_lost_request_and_repair_queues_it(mounted: Mount) -> None
     assert rc == 0 and answer["ok"]
     m.flush(f, timeout=120)  # the re-queued request really writes it
     assert m.state(f) == "archived"
+
+
+def test_a_journal_failure_fails_the_operation_and_changes_nothing(tmp_path: Path) -> None:
+    archive = init_archive(
+        tmp_path / "archive",
+        options={
+            # nothing listens there: messages wait in the outbox, the journal works
+            "post.broker": "amqp://nobody@127.0.0.1:1/",
+            "post.base_url": "http://127.0.0.1:1/",
+        },
+    )
+    m = mount(archive, tmp_path / "mnt")
+    try:
+        config = load(archive)
+        (m.mnt / "d").mkdir()
+        (m.mnt / "f").write_bytes(b"x")
+        before = sorted(os.listdir(m.mnt))
+        cases = [
+            ("mkdir", lambda: os.mkdir(m.mnt / "new")),
+            ("rename", lambda: os.rename(m.mnt / "f", m.mnt / "g")),
+            ("unlink", lambda: os.unlink(m.mnt / "f")),
+            ("rmdir", lambda: os.rmdir(m.mnt / "d")),
+            ("symlink", lambda: os.symlink("f", m.mnt / "s")),
+            ("link", lambda: os.link(m.mnt / "f", m.mnt / "h")),
+        ]
+        for what, op in cases:
+            call(config.socket_path, "inject_fault", target="journal", count=1)
+            with pytest.raises(OSError) as e:
+                op()
+            assert e.value.errno == errno.EIO, what
+            # rolled back: the kernel caches nothing of a failed operation
+            assert sorted(os.listdir(m.mnt)) == before, what
+            assert (m.mnt / "f").read_bytes() == b"x"
+        assert os.stat(m.mnt / "f").st_nlink == 1
+        failed = m.events("journal_failed")
+        assert len(failed) == len(cases)
+        # close(2) ending a session: EIO, and the session stays open until the release,
+        # which ends it with its announcement
+        fd = os.open(m.mnt / "f", os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b"y")
+        call(config.socket_path, "inject_fault", target="journal", count=1)
+        with pytest.raises(OSError) as e:
+            os.close(fd)
+        assert e.value.errno == errno.EIO
+        assert len(m.events("journal_failed")) == len(cases) + 1
+        bfid = m.xattr(m.mnt / "f", "bfid")
+
+        def writers() -> int:
+            db = sqlite3.connect(config.catalog_path, timeout=30)
+            try:
+                row = db.execute("SELECT writers FROM bitfiles WHERE bfid=?", (bfid,)).fetchone()
+                return int(row[0])
+            finally:
+                db.close()
+
+        wait_for(lambda: writers() == 0, timeout=30, what="the release of f to end its session")
+        assert (m.mnt / "f").read_bytes() == b"xy"
+        os.mkdir(m.mnt / "new")  # the fault spent, the journal works again
+        rc, answer = _check(m)
+        assert rc == 0, answer["problems"]
+    finally:
+        m.stop()
