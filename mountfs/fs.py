@@ -23,6 +23,7 @@ import pyfuse3
 import trio
 
 from backend.cache.staging import Handle, NeedsRecall, SessionEnd
+from backend.catalog import events
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
@@ -71,6 +72,10 @@ def _short(args: tuple) -> tuple:
         for a in args
         if not isinstance(a, pyfuse3.RequestContext)
     )
+
+
+class JournalFailed(FsError):
+    """The change journal could not record a change: the change is rolled back."""
 
 
 class ReelFS(pyfuse3.Operations):
@@ -136,20 +141,32 @@ class ReelFS(pyfuse3.Operations):
     def _change(self, *, queued: bool = False) -> Iterator[None]:
         """A change of the namespace and its journal row commit together (nothing changes
         without its announcement); the poster (and with `queued`, the movers) are woken
-        after the commit."""
-        with self.cat.tx():
-            yield
+        after the commit. When the journal fails the whole change rolls back, the
+        operation answers EIO, and an event says why."""
+        try:
+            with self.cat.tx():
+                yield
+        except JournalFailed as e:
+            with contextlib.suppress(Exception):  # the catalog itself may be what failed
+                events.record(self.cat, "journal_failed", e.strerror, level="error")
+            raise
         if self.changes is not None:
             self.changes.wake()
         if queued:
             self.daemon.lm.wake()
 
     def _notify(self, method: str, *args: Any) -> None:
-        if self.changes is not None:
-            try:
-                getattr(self.changes, method)(*args)
-            except Exception:
-                log.exception("change notification %s failed", method)
+        """Journal a change inside its transaction (see `_change`): a failure here fails
+        the operation, or the change would commit unannounced and replicas diverge."""
+        if self.changes is None:
+            return
+        try:
+            if self.daemon.faults and self.daemon.take_fault("journal"):
+                raise RuntimeError("injected fault in the change journal")
+            getattr(self.changes, method)(*args)
+        except Exception as e:
+            log.exception("change journal: %s failed; the change is rolled back", method)
+            raise JournalFailed(errno.EIO, f"change journal ({method}) failed: {e}") from e
 
     # -- lookups and attributes ------------------------------------------------------------
 
@@ -310,8 +327,8 @@ class ReelFS(pyfuse3.Operations):
         with self._change():
             path = self._path(parent_inode, name)
             node = self.ns.rmdir(parent_inode, name)
+            self._notify("rmdir", path)  # first: dropping the inode removes cache files
             self._maybe_drop(node.id)
-            self._notify("rmdir", path)
 
     # -- creating and removing -------------------------------------------------------------
 
@@ -370,8 +387,8 @@ class ReelFS(pyfuse3.Operations):
         with self._change():
             path = self._path(parent_inode, name)
             node = self.ns.unlink(parent_inode, name)
+            self._notify("unlink", path)  # first: dropping the inode removes cache files
             self._maybe_drop(node.id)
-            self._notify("unlink", path)
 
     @fuse_op
     async def rename(
@@ -386,9 +403,9 @@ class ReelFS(pyfuse3.Operations):
         with self._change():
             old_path = self._path(parent_inode_old, name_old)
             replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+            self._notify("rename", old_path, parent_inode_new, name_new, flags)
             if replaced is not None:
                 self._maybe_drop(replaced.id)
-            self._notify("rename", old_path, parent_inode_new, name_new, flags)
 
     def _path(self, parent: int, name: bytes) -> str | None:
         if self.changes is None:
@@ -500,9 +517,16 @@ class ReelFS(pyfuse3.Operations):
     async def _end_session(self, end: SessionEnd) -> None:
         if end.sums is None:
             await trio.to_thread.run_sync(self.staging.compute_sums, end)
-        with self._change(queued=True):
-            if self.staging.finish(end):
-                self._notify("closed", end.oi.inode)
+        try:
+            with self._change(queued=True):
+                if self.staging.can_finish(end):
+                    # journalled first: a failure then leaves the open file as it was
+                    self._notify("closed", end.oi.inode)
+                    self.staging.finish(end)
+        except JournalFailed:
+            if end.close_fd:
+                self.staging.abandon(end)
+            raise
 
     @fuse_op
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backend.admin import drives, files, library, tapes
+from backend.admin import checks, drives, files, library, tapes
 from backend.admin.context import Handler, LocalContext
 from backend.admin.control import DaemonNotRunning, call, is_running
 from backend.config import Config
@@ -65,6 +65,7 @@ OPERATIONS: dict[str, Operation] = {
     "library.clean": Operation(library.clean),
     "tape.read": Operation(tapes.tape_read, timeout=LONG),
     "tape.import": Operation(tapes.import_volume, timeout=LONG),
+    "catalog.check": Operation(checks.check),
     "catalog.rebuild": Operation(
         tapes.rebuild_catalog,
         LOCAL,

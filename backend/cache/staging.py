@@ -227,6 +227,10 @@ class Staging:
                 size=old.size if carry_data else 0,
             )
             self.files.supersede(old.id)
+            # dirty from its first moment, so queued in the same transaction: whether a
+            # session then begins on it or not (an O_TRUNC open of an empty file), it is
+            # never dirty without a write request and nobody writing it
+            self.queue.enqueue_write(new.id, family)
             if carry_data and old.size:
                 try:
                     self.cache.rename(old.bfid, new.bfid)
@@ -418,12 +422,30 @@ class Staging:
         """Blocking: re-read the cache file when writes were not sequential."""
         end.sums = Checksummer().sums if end.fd == NO_FILE else file_sums(end.fd, end.oi.size)
 
+    @staticmethod
+    def can_finish(end: SessionEnd) -> bool:
+        """Whether `finish` would commit: the file did not change since its sums were
+        taken (a write through a duplicated descriptor meanwhile)."""
+        return end.close_fd or (end.changes == end.oi.changes and end.oi.modifying)
+
+    def abandon(self, end: SessionEnd) -> None:
+        """A last close whose end could not be committed: its descriptor goes, and the
+        catalog keeps the session counted; the next start closes it and queues the file
+        (backend.daemon.recovery)."""
+        log.error(
+            "inode %d: the end of its modification session was not committed; "
+            "the next start of the archive closes it",
+            end.oi.inode,
+        )
+        if end.close_fd and end.fd != NO_FILE:
+            os.close(end.fd)
+
     def finish(self, end: SessionEnd) -> bool:
         """Commit the end of a session; False (nothing done) if the file changed since
         its sums were taken (a write through a duplicated descriptor meanwhile)."""
         oi = end.oi
         assert end.sums is not None
-        if not end.close_fd and (end.changes != oi.changes or not oi.modifying):
+        if not self.can_finish(end):
             return False
         family, _group = self.family_of(oi.inode)
         try:

@@ -419,7 +419,9 @@ class FileClerk:
         ]
 
     def close_interrupted(self, bf: Bitfile, *, size: int, adler32: int, crc32c: int) -> None:
-        """A session cut short keeps what reached the cache."""
+        """A session cut short keeps what reached the cache, and is queued for tape in
+        the same transaction, as every session's end (also at a clean start, which skips
+        the crash checks)."""
         with self.cat.tx():
             self.cat.execute(
                 "UPDATE bitfiles SET writers=0, size=?, adler32=?, crc32c=?, "
@@ -428,6 +430,8 @@ class FileClerk:
             )
             if bf.inode is not None:
                 self.cat.execute("UPDATE inodes SET size=? WHERE id=?", (size, bf.inode))
+            if bf.state == DIRTY and bf.inode is not None:
+                RequestQueue(self.cat).enqueue_write(bf.id, bf.family or DEFAULT_FAMILY)
 
     def dirty_without_requests(self) -> list[tuple[int, str]]:
         """(id, family) of dirty files of the namespace with fewer write requests and

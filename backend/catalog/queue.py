@@ -23,6 +23,14 @@ from backend.catalog.families import copies_wanted, pool_name, split_pool
 WRITE, RECALL = "write", "recall"
 QUEUED, RUNNING = "queued", "running"
 
+# a file version a mover may write now (as backend.catalog.commit.members_for_tape
+# finds it): cached, nobody writing it, still the data of an inode with a name
+_WRITABLE = (
+    "b.state IN ('dirty','archived') AND b.writers=0 AND b.inode IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM inodes i WHERE i.id=b.inode AND i.bitfile=b.id) "
+    "AND EXISTS (SELECT 1 FROM entries e WHERE e.inode=b.inode)"
+)
+
 _REQUEST_COLS = "r.id, r.kind, r.bitfile, r.family, r.volume, r.fileno, r.block, b.size, r.tries"
 
 
@@ -355,6 +363,27 @@ class RequestQueue:
     def done(self, request_id: int) -> None:
         with self.cat.tx():
             self.cat.execute("DELETE FROM requests WHERE id=?", (request_id,))
+
+    def drop_unwritable(self, request_id: int) -> bool:
+        """Drop a claimed write the mover found it cannot write now: its file gone from
+        the namespace, replaced by a new version, released (the next recall queues the
+        copy anew), or open for writing (its session's end queues it anew).
+
+        The deletion is one statement that deletes only while that is still so: a
+        session that ended since the mover looked found this request and queued none,
+        so dropping it then would leave the file dirty with no request. Then it goes
+        back to the queue instead. True when dropped."""
+        with self.cat.tx():
+            if self.cat.execute(
+                "DELETE FROM requests WHERE id=? AND kind=? AND NOT EXISTS ("
+                f"SELECT 1 FROM bitfiles b WHERE b.id=requests.bitfile AND {_WRITABLE})",
+                (request_id, WRITE),
+            ).rowcount:
+                return True
+            self.cat.execute(
+                "UPDATE requests SET state=?, drive=NULL WHERE id=?", (QUEUED, request_id)
+            )
+            return False
 
     def requeue(self, request_id: int, error: str | None = None, *, delay: float = 0.0) -> None:
         with self.cat.tx():

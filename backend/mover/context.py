@@ -39,6 +39,9 @@ class MoverHooks:
     archived_many: Callable[[list[int]], None] | None = None
     # tests arm failures through the daemon's control socket ("inject_fault mover")
     fault: Callable[[str], bool] = lambda name: False
+    # Tests make a competing change here, at a named point between what the mover read
+    # and the statement acting on it, to show that statement is safe against it.
+    race_point: Callable[[str], None] = lambda where: None
 
 
 class VolumeUnavailable(Exception):

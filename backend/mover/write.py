@@ -200,7 +200,8 @@ def _prepare(ctx: MoverContext, group: list[Request], pending: list[Request]) ->
             # deleted, unlinked, replaced by a new version, open for writing again
             # (its session's end queues it anew), or released (a re-copy of an
             # archived file whose data left the cache: the next recall queues it anew)
-            queue.done(req.id)
+            ctx.hooks.race_point("write.drop")
+            queue.drop_unwritable(req.id)
             pending.remove(req)
             continue
         bf = src.bitfile

@@ -8,8 +8,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from backend.admin import registry
 from backend.admin.control import ControlError, DaemonNotRunning, call
-from backend.catalog.integrity import integrity_check
 from backend.names import printable
 from mountfs import locate, views
 from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
@@ -61,16 +61,18 @@ def cmd_events(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    with archive_catalog(a) as (_config, cat):
-        problems = integrity_check(cat)
+    with archive_catalog(a) as (config, _cat):
+        answer = registry.run(config, "catalog.check", repair=a.repair)
     if a.json:
-        print(json.dumps({"ok": not problems, "problems": problems}))
-    elif problems:
-        for p in problems:
-            err.print(f"reelfs: catalog problem: {printable(str(p))}")
-    else:
+        print(json.dumps({"ok": answer["consistent"], **answer}))
+        return 0 if answer["consistent"] else EXIT_FAIL
+    for name, n in answer["repaired"].items():
+        out.print(f"repaired: {name}: {n}")
+    for p in answer["problems"]:
+        err.print(f"reelfs: catalog problem: {printable(str(p))}")
+    if answer["consistent"]:
         out.print("catalog consistent")
-    return EXIT_FAIL if problems else 0
+    return 0 if answer["consistent"] else EXIT_FAIL
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -82,4 +84,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add("events", cmd_events, "recent events of the archive")
     sp.add_argument("--limit", type=int, default=50)
     sp.add_argument("--kind", default=None)
-    add("check", cmd_check, "check the catalog's integrity")
+    sp = add("check", cmd_check, "check the catalog's invariants")
+    sp.add_argument(
+        "--repair", action="store_true", help="restore what is safe (re-queue lost writes)"
+    )

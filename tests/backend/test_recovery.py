@@ -136,6 +136,7 @@ def test_cache_files_are_checked_against_the_catalog(cat: Catalog, cache: Cache)
             "VALUES (?, 'V1', 1, 0, 1, 4, 'active')",
             (archived,),
         )
+        cat.execute("UPDATE volumes SET next_fileno=1, eod_block=2 WHERE label='V1'")
     kept, _ = new_file(cat, "kept", size=4)
     put(cache, bfid_of(cat, kept), b"kept")
     put(cache, "0123ABCD999999999999", b"nobody's")  # a stray: no bitfile owns it
