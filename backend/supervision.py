@@ -180,10 +180,10 @@ class Supervisor:
         finally:
             h.set(alive=False, state="gave up" if h.state == "gave up" else "stopped")
 
-    @staticmethod
-    def _after(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def _after(self, first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
         def step() -> None:
             first()
+            self.health.set(state="running")  # restarted (or resumed): at work again
             then()
 
         return step

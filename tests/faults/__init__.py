@@ -1,0 +1,1 @@
+"""Fault tests: the archive under failures, on the emulated library."""
