@@ -45,6 +45,7 @@ VOLUME_COLUMNS = [
     "error",
 ]
 DRIVE_COLUMNS = ["name", "state", "session", "volume", "reason"]
+WORKER_COLUMNS = ["worker", "liveness", "restarts", "busy_waits", "last_error"]
 QUEUE_COLUMNS = ["id", "kind", "state", "path", "family", "volume", "size", "age", "tries", "error"]
 EVENT_COLUMNS = ["time", "level", "kind", "subject", "message"]
 
@@ -90,8 +91,11 @@ def volumes(cat: Catalog) -> list[dict[str, Any]]:
     ]
 
 
-def drives(cat: Catalog) -> list[dict[str, Any]]:
-    return [
+def drives(cat: Catalog, daemon: dict | None = None) -> list[dict[str, Any]]:
+    """The drives table, with each mover's liveness, restarts and last error when the
+    daemon runs (`daemon`: its status)."""
+    movers = {m["drive"]: m for m in (daemon or {}).get("movers", [])}
+    rows = [
         {
             "name": d.name,
             "state": d.state,
@@ -103,6 +107,34 @@ def drives(cat: Catalog) -> list[dict[str, Any]]:
             "updated": _time(d.updated_ns),
         }
         for d in DriveTable(cat).all()
+    ]
+    for r in rows:
+        m = movers.get(r["name"])
+        if m is not None:
+            r["mover"] = _liveness(m)
+            r["restarts"] = m.get("restarts", 0)
+            r["last_error"] = m.get("last_error")
+    return rows
+
+
+def _liveness(w: dict[str, Any]) -> str:
+    """alive / dead, with the supervisor's state when it says more (paused, gave up)."""
+    state = w.get("state")
+    word = "alive" if w.get("alive") else "dead"
+    return f"{word} ({state})" if state and state not in ("running",) else word
+
+
+def workers(daemon: dict | None) -> list[dict[str, Any]]:
+    """The daemon's other long-running workers (poster, publisher, eviction)."""
+    return [
+        {
+            "worker": w["worker"],
+            "liveness": _liveness(w),
+            "restarts": w.get("restarts", 0),
+            "busy_waits": w.get("busy_waits", 0),
+            "last_error": w.get("last_error"),
+        }
+        for w in (daemon or {}).get("workers", [])
     ]
 
 
@@ -213,7 +245,8 @@ def status(cat: Catalog, config: Config, daemon: dict | None) -> dict[str, Any]:
         "name": config.name,
         "daemon": daemon,
         "mounted_on": daemon.get("mountpoint") if daemon else None,
-        "drives": drives(cat),
+        "drives": drives(cat, daemon),
+        "workers": workers(daemon),
         "queue": counts,
         "files": states,
         "cache": {
@@ -299,7 +332,16 @@ def print_status(console: Console, st: dict) -> None:
         + f"; {format_size(v['free'])} free of {format_size(v['capacity'])}"
         + f", {format_size(v['deleted'])} held by deleted copies (reclaimable by repack)"
     )
-    print_table(console, "Drives", st["drives"], DRIVE_COLUMNS)
+    print_table(console, "Drives", st["drives"], drive_columns(st["drives"]))
+    if st.get("workers"):
+        print_table(console, "Workers", st["workers"], WORKER_COLUMNS)
+
+
+def drive_columns(rows: list[dict]) -> list[str]:
+    """The drive table's columns: with the movers' liveness when the daemon runs."""
+    if any("mover" in r for r in rows):
+        return [*DRIVE_COLUMNS, "mover", "restarts", "last_error"]
+    return DRIVE_COLUMNS
 
 
 def print_summary(console: Console, op: str, s: dict) -> None:

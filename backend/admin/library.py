@@ -1,6 +1,7 @@
 """`reelfs library ...`: the operator's commands for the tape library.
 
-inventory, import (mail slots -> storage slots), export VOLUME (to a mail slot) and
+inventory, reconcile (the catalog with the changer), import (mail slots -> storage
+slots), export VOLUME (to a mail slot) and
 clean DRIVE; the library-level work is backend.library.operations and
 backend.library.cleaning. Handlers for backend.admin.context: the same code in the
 daemon and on an unmounted archive.
@@ -15,6 +16,7 @@ from backend.catalog.drives import DriveTable
 from backend.catalog.volumes import VolumeClerk
 from backend.errors import ArchiveError
 from backend.library import cleaning, operations
+from backend.library.reconcile import reconcile_library
 
 
 def inventory(ctx: AdminContext) -> dict[str, Any]:
@@ -33,6 +35,19 @@ def import_cartridges(ctx: AdminContext) -> dict[str, Any]:
         )
     ctx.wake()
     return answer
+
+
+def reconcile(ctx: AdminContext) -> dict[str, Any]:
+    """Make the catalog agree with the changer now: new cartridges, missing ones, and
+    `stuck` ones (a failed move) found back in a slot get their state back."""
+    cfg = ctx.config
+    capacity = VolumeClerk(ctx.cat).default_capacity(cfg.library.default_capacity)
+    with ctx.changer() as changer:
+        report = reconcile_library(
+            ctx.cat, changer, media_type=cfg.library.type, default_capacity=capacity
+        )
+    ctx.wake()  # work that waited for a stuck volume may go now
+    return report
 
 
 def export(ctx: AdminContext, volume: str) -> dict[str, Any]:

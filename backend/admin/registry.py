@@ -61,6 +61,7 @@ OPERATIONS: dict[str, Operation] = {
     "drive": Operation(drives.set_state),
     "library.inventory": Operation(library.inventory),
     "library.import": Operation(library.import_cartridges),
+    "library.reconcile": Operation(library.reconcile),
     "library.export": Operation(library.export),
     "library.clean": Operation(library.clean),
     "tape.read": Operation(tapes.tape_read, timeout=LONG),

@@ -417,6 +417,16 @@ class RequestQueue:
             if event:
                 events.record(self.cat, event, why, subject=str(bitfile), level="error")
 
+    def requeue_claimed(self, drive: str, error: str | None, *, delay: float = 0.0) -> int:
+        """Put back what `drive`'s mover had claimed (it restarts after a crash or a busy
+        catalog): every such request waits in the queue again."""
+        with self.cat.tx():
+            return self.cat.execute(
+                "UPDATE requests SET state=?, drive=NULL, error=coalesce(?, error), "
+                "not_before_ns=? WHERE state=? AND drive=?",
+                (QUEUED, error, time.time_ns() + int(delay * 1e9), RUNNING, drive),
+            ).rowcount
+
     def reset_running(self) -> int:
         """After a crash nothing is running: put every claimed request back in the queue."""
         with self.cat.tx():

@@ -23,6 +23,9 @@ BLANK, WRITABLE, FULL, READONLY, SUSPECT, NOACCESS, MISSING, CLEANING = (
     "cleaning",
 )
 RETIRED, EXPORTED = "retired", "exported"
+#: the changer failed to move the cartridge: it is not where the catalog had it (its
+#: error says where it was going and why); nothing mounts it until reconciled
+STUCK = "stuck"
 #: states from which data can still be read
 READABLE = (WRITABLE, FULL, READONLY, SUSPECT)
 
@@ -103,6 +106,35 @@ class VolumeClerk:
             self.cat.execute(
                 "UPDATE volumes SET state=?, error=? WHERE label=?", (state, error, label)
             )
+
+    def set_stuck(self, label: str, where: str, why: str) -> str | None:
+        """The changer failed moving `label` (`where`: from what to what); its state
+        before is kept in the error, as `missing` does, for `unstick`. Returns that state."""
+        with self.cat.tx():
+            row = self.cat.one("SELECT state, error FROM volumes WHERE label=?", (label,))
+            if row is None:
+                return None
+            state, error = row
+            previous = (error or "").rpartition("; was ")[2] if state == STUCK else state
+            self.cat.execute(
+                "UPDATE volumes SET state=?, error=? WHERE label=?",
+                (STUCK, f"stuck {where}: {why}; was {previous or FULL}", label),
+            )
+            return previous
+
+    def unstick(self, label: str, home: int | None) -> str | None:
+        """A stuck cartridge is back in a slot: its state before, restored (None: it was
+        not stuck)."""
+        with self.cat.tx():
+            row = self.cat.one("SELECT state, error FROM volumes WHERE label=?", (label,))
+            if row is None or row[0] != STUCK:
+                return None
+            previous = (row[1] or "").rpartition("; was ")[2] or FULL
+            self.cat.execute(
+                "UPDATE volumes SET state=?, error=NULL, home=coalesce(?, home) WHERE label=?",
+                (previous, home, label),
+            )
+            return previous
 
     def set_home(self, label: str, home: int | None) -> None:
         with self.cat.tx():

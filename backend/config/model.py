@@ -141,6 +141,10 @@ class MoverConfig(Model):
     batch_files: PositiveInt = 1000
     batch_bytes: Size = Field("16GiB")
     retries: PositiveInt = 3
+    # a worker (a mover) that crashes is restarted, at most this many times in the window;
+    # the next crash takes its drive down with the reason
+    max_restarts: PositiveInt = 3
+    restart_window: Duration = Field("10m")
 
 
 class AggregationConfig(Model):

@@ -46,6 +46,7 @@ from backend.library.recall import queue_recall
 from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverContext, MoverHooks
 from backend.permissions import Tightened, set_private_umask, tighten
+from backend.supervision import Health, catalog_busy
 from drivers.library import open_library
 from drivers.tape import ElementType, Library, TapeDrive
 
@@ -92,6 +93,7 @@ class ArchiveDaemon:
         # path was made by a subscriber storing what another site announced
         self.origins: dict[str, tuple[float, dict[str, Any]]] = {}
         self.services: ReplicationServices | None = None
+        self.eviction_health = Health("eviction", "eviction")
         self.controls = ControlServer(
             config.socket_path,
             {
@@ -347,14 +349,26 @@ class ArchiveDaemon:
             )
 
     async def _eviction_loop(self) -> None:
-        while True:
-            await trio.sleep(EVICTION_INTERVAL)
-            if self.cache.above_high():
-                protect = frozenset(oi.bitfile for oi in self.staging.open_inodes.values())
-                try:
-                    await self.in_worker(to_watermark, self.cache, protect)
-                except Exception:
-                    log.exception("cache eviction failed")
+        h = self.eviction_health
+        h.set(alive=True, state="running")
+        try:
+            while True:
+                await trio.sleep(EVICTION_INTERVAL)
+                if self.cache.above_high():
+                    protect = frozenset(oi.bitfile for oi in self.staging.open_inodes.values())
+                    try:
+                        await self.in_worker(to_watermark, self.cache, protect)
+                        h.set(state="running")
+                    except Exception as e:
+                        # the next round tries again; what failed is shown in `status`
+                        log.exception("cache eviction failed")
+                        h.error(f"{type(e).__name__}: {e}")
+                        h.set(
+                            state="paused: catalog busy" if catalog_busy(e) else "retrying",
+                            busy_waits=h.busy_waits + catalog_busy(e),
+                        )
+        finally:
+            h.set(alive=False, state="stopped")
 
     async def _recall_expiry_loop(self) -> None:
         """Fail the recalls blocked past `[cache] recall_timeout` and wake their waiters."""
@@ -494,9 +508,14 @@ class ArchiveDaemon:
                     "session": m.ctx.session,
                     "volume": m.ctx.mounted,
                     "down": m.ctx.down,
+                    **m.ctx.health.to_json(),
                     "alive": m.is_alive(),
                 }
                 for m in self.movers
+            ],
+            "workers": [
+                self.eviction_health.to_json(),
+                *(self.services.health() if self.services is not None else []),
             ],
             "drain": self.lm.drain,
         }

@@ -67,6 +67,15 @@ class ReplicationServices:
             )
             log.info("serving the archive on %s", self._http.url)
 
+    def health(self) -> list[dict[str, Any]]:
+        """The poster's and the publisher's liveness and last error, for `status`."""
+        out = []
+        if self._poster is not None:
+            out.append({**self._poster.health.to_json(), "alive": self._poster.is_alive()})
+        if self._publisher is not None:
+            out.append(self._publisher.health())
+        return out
+
     def stop(self) -> None:
         if self._http is not None:
             self._http.shutdown()

@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from backend.catalog import events, families
 from backend.catalog.db import Catalog
 from backend.catalog.queue import RECALL, WRITE, Request, RequestQueue
-from backend.catalog.volumes import EXPORTED, MISSING, NOACCESS, READABLE, RETIRED, VolumeClerk
+from backend.catalog.volumes import (
+    EXPORTED,
+    MISSING,
+    NOACCESS,
+    READABLE,
+    RETIRED,
+    STUCK,
+    VolumeClerk,
+)
 from backend.config import Config
 from backend.library import recall, selection
 from backend.library.work import JOB, MoverSlot, TapeJob, Work
@@ -202,6 +210,9 @@ class LibraryManager:
         why = f"volume {label} is {state}" + (f" ({vol.error})" if vol and vol.error else "")
         if vol is None or vol.state in (MISSING, NOACCESS, EXPORTED, RETIRED):
             self._bounce_recalls(cat, label, why)
+        elif vol.state == STUCK:
+            # back once reconciled: to another copy if there is one, else they wait
+            recall.bounce(cat, label, why, keep=True)
         return False
 
     def _bounce_recalls(self, cat: Catalog, label: str, why: str) -> None:

@@ -90,9 +90,10 @@ def failure(cat: Catalog, archive_id: str, bitfile: int, why: str) -> str:
     return f"recall failed: {why}" + (f" (no good copy left of {made})" if made > 1 else "")
 
 
-def bounce(cat: Catalog, label: str, why: str) -> list[int]:
+def bounce(cat: Catalog, label: str, why: str, *, keep: bool = False) -> list[int]:
     """Recalls for a volume that cannot be mounted go to another readable copy, or fail
-    now with a clear error; returns the bitfiles whose recall failed."""
+    now with a clear error; returns the bitfiles whose recall failed. With `keep` (the
+    volume will be back: a stuck cartridge), those without another copy wait for it."""
     failed: list[int] = []
     moved = 0
     queue = RequestQueue(cat)
@@ -103,6 +104,8 @@ def bounce(cat: Catalog, label: str, why: str) -> list[int]:
             if other is not None:
                 queue.point_at(rid, *other, why, requeue=False)
                 moved += 1
+                continue
+            if keep:
                 continue
             queue.fail(rid, bitfile, f"recall failed: {why}")
             failed.append(bitfile)

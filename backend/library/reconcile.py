@@ -11,6 +11,7 @@ from backend.catalog.volumes import (
     EXPORTED,
     FULL,
     MISSING,
+    STUCK,
     VolumeClerk,
     is_cleaning_label,
 )
@@ -24,17 +25,28 @@ def reconcile_library(
 
     New barcodes become blank volumes of the common pool; volumes the catalog expects but
     the library lacks are flagged `missing` (their recalls are then bounced with a clear
-    error); volumes that reappear get their previous state back.
+    error); volumes that reappear get their previous state back. A `stuck` volume (the
+    changer failed moving it) found in a slot gets its state back; one still in a drive
+    stays stuck until that drive's mover puts it home (its cleaner session).
     """
     inv = changer.inventory()
     present: dict[str, int] = {}
+    in_drive: set[str] = set()
     for el in inv.elements:
         if el.full and el.barcode:
             home = el.address
-            if el.type == ElementType.DRIVE and el.source is not None:
-                home = el.source
+            if el.type == ElementType.DRIVE:
+                in_drive.add(el.barcode)
+                if el.source is not None:
+                    home = el.source
             present[el.barcode] = home
-    report: dict[str, list[str]] = {"added": [], "missing": [], "returned": []}
+    report: dict[str, list[str]] = {
+        "added": [],
+        "missing": [],
+        "returned": [],
+        "unstuck": [],
+        "stuck": [],
+    }
     vc = VolumeClerk(cat)
     with cat.tx():
         known = vc.states()
@@ -57,6 +69,13 @@ def reconcile_library(
                     previous = (error or "").rpartition("; was ")[2] or FULL
                     vc.returned(label, previous, home)
                     report["returned"].append(label)
+                elif state == STUCK and label not in in_drive:
+                    # the changer failed, but the cartridge is in a slot after all
+                    vc.unstick(label, home)
+                    report["unstuck"].append(label)
+                elif state == STUCK:
+                    # still in a drive: that drive's cleaner session puts it home
+                    report["stuck"].append(label)
                 else:
                     vc.set_home(label, home)
         for label, (state, _error) in known.items():
@@ -69,6 +88,6 @@ def reconcile_library(
                 cat,
                 f"volumes_{what}",
                 f"{len(labels)} volume(s) {what}: " + ", ".join(labels[:20]),
-                level="warning" if what == "missing" else "info",
+                level="warning" if what in ("missing", "stuck") else "info",
             )
     return report

@@ -22,6 +22,7 @@ from backend.catalog.drives import DriveTable
 from backend.config import Config
 from backend.library.manager import LibraryManager
 from backend.mover.states import Session, SessionState
+from backend.supervision import Health
 from drivers.tape import MediaChanger, TapeDrive
 
 RETRY_DELAY = 5.0
@@ -82,7 +83,8 @@ class MoverContext:
         self.state = SessionState(self._recorded)
         self.down = False
         self.dismount_requested = False  # the operator wants the mounted volume out
-        self.failures = 0  # unexpected errors in a row
+        # liveness, restarts and last error, kept by the mover's supervisor for `status`
+        self.health = Health(name, "mover")
         self._cat: Catalog | None = None
 
     @property

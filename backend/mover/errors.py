@@ -130,10 +130,10 @@ def tape_error(ctx: MoverContext, work: Work, pending: list[Request], e: TapeErr
 
 def drive_down(ctx: MoverContext, reason: str) -> None:
     """Take the drive out of service: its cartridge out and home if the changer can, the
-    library manager told, and the reason recorded."""
+    library manager told, and the reason recorded. A cartridge that stays in the drive
+    is marked `stuck` there: its recalls wait for it (or go to another copy)."""
     ctx.down = True
     ctx.event("drive_down", reason, level="error")
-    ctx.lm.set_down(ctx.name)
     stuck = None
     try:
         ctx.drive.unload()
@@ -142,10 +142,18 @@ def drive_down(ctx: MoverContext, reason: str) -> None:
     if ctx.mounted:
         try:
             mounting.put_home(ctx, ctx.mounted, None)
+        except mounting.ChangerFailed as e:
+            stuck = ctx.mounted
+            log.error("drive %s down and %s stuck in it: %s", ctx.name, stuck, e)
         except TapeError as e:
             stuck = ctx.mounted
+            VolumeClerk(ctx.cat).set_stuck(stuck, f"in drive {ctx.name}", e.message)
             log.error("drive %s down and %s stuck in it: %s", ctx.name, stuck, e)
         # a stuck tape is the business of the next start's cleaner session
         ctx.mounted = None
+    # Only now, with the cartridge home (or recorded stuck): until then the volume stays
+    # this drive's in the library manager, so no other mover is sent to a tape that is
+    # still in this drive.
+    ctx.lm.set_down(ctx.name)
     ctx.to(Session.DOWN)
     DriveTable(ctx.cat).set_down(ctx.name, reason, stuck=stuck)

@@ -31,6 +31,31 @@ class VolumeBusy(VolumeUnavailable):
     """The cartridge is in another drive (being put home, say): its work waits for it."""
 
 
+class VolumeStuck(VolumeBusy):
+    """The changer failed to bring the cartridge to the drive: the volume is `stuck` until
+    reconciled, and its work waits for it (or goes to another copy) meanwhile."""
+
+
+class ChangerFailed(RuntimeError):
+    """The changer failed to take a cartridge out of this drive to its slot: the volume
+    is `stuck` in the drive. Not the drive's fault: the mover's supervisor restarts it,
+    and its cleaner session tries again."""
+
+    def __init__(self, label: str, message: str) -> None:
+        super().__init__(message)
+        self.label = label
+
+
+def _stuck(ctx: MoverContext, label: str, where: str, e: TapeError) -> str:
+    why = e.message if hasattr(e, "message") else str(e)
+    VolumeClerk(ctx.cat).set_stuck(label, where, why)
+    msg = f"volume {label} stuck {where}: {why}"
+    events.record(
+        ctx.cat, "volume_stuck", msg, subject=label, level="error", drive=ctx.name, where=where
+    )
+    return msg
+
+
 def mount(ctx: MoverContext, label: str, *, check_label: bool = True) -> None:
     vc = VolumeClerk(ctx.cat)
     vol = vc.get(label)
@@ -60,7 +85,16 @@ def mount(ctx: MoverContext, label: str, *, check_label: bool = True) -> None:
                 raise VolumeBusy(f"volume {label} is in another drive ({el.address})")
             if el.type == ElementType.SLOT and vol.home != el.address:
                 vc.set_home(label, el.address)
-            ctx.changer.move(el.address, ctx.address)
+            try:
+                ctx.changer.move(el.address, ctx.address)
+            except TapeError as e:
+                # not the drive's fault, and where the cartridge is now is unknown:
+                # recorded, kept out of use until reconciled, its work waits
+                ctx.mounted = None
+                ctx.lm.set_volume(ctx.name, None)
+                ctx.to(Session.IDLE)
+                where = f"moving from slot {el.address} to drive {ctx.name} ({ctx.address})"
+                raise VolumeStuck(_stuck(ctx, label, where, e)) from e
     ctx.drive.load()
     fmt = volume_format(ctx.cat, label)
     # a volume keeps the record size it was started with; foreign ones are read in
@@ -153,8 +187,20 @@ def put_home(ctx: MoverContext, label: str, source: int | None) -> None:
         )
         if home is None:
             raise TapeError(f"no free slot to put {label} back", error_class=ErrorClass.DRIVE)
-        ctx.changer.move(ctx.address, home)
-    if vol is not None and vol.home != home:
+        try:
+            ctx.changer.move(ctx.address, home)
+        except TapeError as e:
+            where = f"in drive {ctx.name} ({ctx.address}), home slot {home}"
+            raise ChangerFailed(label, _stuck(ctx, label, where, e)) from e
+    if vol is not None and vc.unstick(label, home) is not None:
+        events.record(
+            ctx.cat,
+            "volume_unstuck",
+            f"volume {label} is home in slot {home}",
+            subject=label,
+            drive=ctx.name,
+        )
+    elif vol is not None and vol.home != home:
         vc.set_home(label, home)
 
 

@@ -10,8 +10,11 @@ home when it stops.
 
 The session states and their moves are backend.mover.states; mounting, the transfers,
 jobs, cleaning and the error policy are the sibling modules. An unexpected error in a
-piece of work requeues the work and resets the drive; only a mover that keeps failing
-(`MAX_FAILURES` in a row) takes its drive down.
+error (a bug, a busy catalog, a changer failure) goes to the mover's supervisor
+(backend.supervision): a busy catalog pauses the mover until it is free, a crash
+requeues what it held and restarts it through a cleaner session, and a mover that keeps
+crashing (`[mover] max_restarts` in `restart_window`) takes its drive down with the
+reason.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ import logging
 import threading
 import time
 
-from backend.catalog import events
 from backend.catalog.db import open_catalog
 from backend.catalog.drives import DriveTable
-from backend.catalog.queue import RECALL
+from backend.catalog.queue import RECALL, RequestQueue
 from backend.library import cleaning as cleaning_policy
 from backend.library.work import JOB, Work
 from backend.mover import cleaning, errors, jobs, mounting
@@ -32,13 +34,12 @@ from backend.mover.mounting import LabelMismatch, VolumeBusy
 from backend.mover.recall import recall_batch
 from backend.mover.states import Session
 from backend.mover.write import write_batch
+from backend.supervision import RestartPolicy, Supervisor
 from drivers.tape import ErrorClass, TapeError
 
 log = logging.getLogger("reelfs.mover")
 
-MAX_FAILURES = 3  # unexpected errors in a row before the mover takes its drive down
-
-__all__ = ["MAX_FAILURES", "Mover", "MoverContext", "MoverHooks"]
+__all__ = ["Mover", "MoverContext", "MoverHooks"]
 
 
 class Mover(threading.Thread):
@@ -49,6 +50,8 @@ class Mover(threading.Thread):
     def __init__(self, ctx: MoverContext) -> None:
         super().__init__(name=f"mover-{ctx.name}", daemon=True)
         self.ctx = ctx
+        self._fresh = True  # the next run starts with a cleaner session
+        self._in_work = False  # between taking work and finishing it
         ctx.lm.register(ctx.name)
 
     # -- the thread ------------------------------------------------------------------------
@@ -56,23 +59,18 @@ class Mover(threading.Thread):
     def run(self) -> None:
         ctx = self.ctx
         ctx.cat = open_catalog(ctx.config.catalog_path)
-        drives = DriveTable(ctx.cat)
+        mc = ctx.config.mover
+        self.supervisor = Supervisor(
+            ctx.health,
+            cat=lambda: ctx.cat,
+            stopping=lambda: ctx.lm.stopping or ctx.down,
+            policy=RestartPolicy(mc.max_restarts, mc.restart_window),
+            subject=ctx.name,
+            crash_event="mover_error",
+        )
         try:
-            drives.register(ctx.name, ctx.address, getattr(ctx.drive, "serial", ""))
-            if drives.is_down(ctx.name):
-                ctx.lm.set_down(ctx.name)
-                return
-            mounting.cleaner_session(ctx)
-            cleaning.check_drive(ctx)
-            self._loop()
-        except Exception:
-            log.exception("mover %s crashed", ctx.name)
-            events.record(
-                ctx.cat,
-                "mover_crashed",
-                "mover thread stopped on an unexpected error",
-                subject=ctx.name,
-                level="error",
+            self.supervisor.run(
+                self._body, restart=self._restart, resume=self._resume, give_up=self._give_up
             )
         finally:
             try:
@@ -80,9 +78,56 @@ class Mover(threading.Thread):
                     mounting.dismount(ctx)
             except Exception as e:
                 log.error("mover %s: could not dismount %s at exit: %s", ctx.name, ctx.mounted, e)
-            if not ctx.down:
-                ctx.to(Session.IDLE)
+            try:
+                if not ctx.down:
+                    ctx.to(Session.IDLE)
+            except Exception as e:
+                log.error("mover %s: could not record its end: %s", ctx.name, e)
             ctx.cat.close()
+
+    def _body(self) -> None:
+        """One run of the mover: a cleaner session first (at start and after a crash),
+        then the loop until the daemon stops or the drive goes down."""
+        ctx = self.ctx
+        if self._fresh:
+            drives = DriveTable(ctx.cat)
+            drives.register(ctx.name, ctx.address, getattr(ctx.drive, "serial", ""))
+            if drives.is_down(ctx.name):
+                ctx.lm.set_down(ctx.name)
+                ctx.down = True
+                return
+            mounting.cleaner_session(ctx)
+            cleaning.check_drive(ctx)
+            self._fresh = False
+        self._loop()
+
+    def _restart(self, error: str) -> None:
+        """After a crash: what the mover held goes back to the queue, its session starts
+        afresh from idle, and the next run's cleaner session puts its tape home."""
+        ctx = self.ctx
+        self._fresh = True
+        self._in_work = False
+        ctx.lm.finished(ctx.name)
+        RequestQueue(ctx.cat).requeue_claimed(
+            ctx.name, f"mover {ctx.name} restarted: {error}", delay=RETRY_DELAY
+        )
+        ctx.mounted = None  # the cleaner session finds the cartridge through the changer
+        if ctx.state.state != Session.DOWN:
+            ctx.to(Session.IDLE)
+
+    def _resume(self) -> None:
+        """After a busy catalog: a mover that was idle (with or without its tape) simply
+        carries on; one caught in the middle of work starts over as after a crash, so no
+        request stays claimed and no tape half-positioned."""
+        if self._in_work or self.ctx.state.state not in (Session.IDLE, Session.MOUNTED):
+            self._restart("the catalog was busy")
+
+    def _give_up(self, reason: str) -> None:
+        ctx = self.ctx
+        try:
+            RequestQueue(ctx.cat).requeue_claimed(ctx.name, f"drive {ctx.name} down: {reason}")
+        finally:
+            errors.drive_down(ctx, reason)
 
     def _loop(self) -> None:
         ctx = self.ctx
@@ -102,11 +147,13 @@ class Mover(threading.Thread):
                     wait = max(0.05, idle_dismount - ctx.idle_for())
                 ctx.lm.wait(min(wait, 1.0))
                 continue
+            self._in_work = True
             try:
                 self.execute(work)
             finally:
                 ctx.last_activity = time.monotonic()
                 ctx.lm.finished(ctx.name)
+            self._in_work = False
             if not ctx.down:
                 # CTA's "mounted, idle": the tape stays for a while in case more comes
                 ctx.to(Session.MOUNTED if ctx.mounted else Session.IDLE)
@@ -155,25 +202,7 @@ class Mover(threading.Thread):
             errors.fail_or_requeue(ctx, work, pending, str(e), volume_bad=True)
         except TapeError as e:
             errors.tape_error(ctx, work, pending, e)
-        except Exception as e:
-            # a bug must not take the drive's mover away for good: requeue, reset the
-            # drive, carry on; only a mover that keeps failing takes its drive down
-            log.exception("mover %s: %s work on %s failed", ctx.name, work.kind, work.volume)
-            errors.requeue(ctx, pending, f"unexpected error: {e}", delay=RETRY_DELAY)
-            ctx.failures += 1
-            ctx.event(
-                "mover_error",
-                f"unexpected error: {e!r}",
-                level="error",
-                volume=work.volume,
-                in_a_row=ctx.failures,
-            )
-            if ctx.failures >= MAX_FAILURES:
-                errors.drive_down(ctx, f"the mover failed {ctx.failures} times in a row: {e!r}")
-                return
-            try:
-                mounting.dismount(ctx)
-            except Exception:
-                log.exception("mover %s: dismount after an unexpected error", ctx.name)
-        else:
-            ctx.failures = 0
+        # Anything else (a bug, a busy catalog, a changer that failed putting a tape home)
+        # goes to the mover's supervisor (backend.supervision): a busy catalog is waited
+        # for, a crash restarts the mover through a cleaner session, with the requests it
+        # held put back, and a mover that keeps crashing takes its drive down.

@@ -22,10 +22,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from backend.catalog import events
 from backend.catalog import outbox as rows
+from backend.catalog.db import open_catalog
 from backend.catalog.statedb import connect, wait_for_locks
+from backend.supervision import Health, RestartPolicy
 
 from .broker import Broker, BrokerUnavailable, BrokerURL
 from .credentials import Credentials
@@ -95,6 +99,7 @@ class Publisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.health_record = Health("publisher", "publisher")
 
     # -- database --------------------------------------------------------------------
 
@@ -157,12 +162,14 @@ class Publisher:
             self._wake.clear()
             try:
                 n = self.drain_once()
-            except BrokerUnavailable:
+            except BrokerUnavailable as exc:
                 # The link state already logged the failure; wait before reconnecting.
+                self.health_record.error(f"broker unavailable: {exc}")
                 stop.wait(broker.backoff.next_delay())
                 continue
             except sqlite3.OperationalError as exc:
                 self.logger.warning("outbox: database busy or unreadable (%s); retrying", exc)
+                self.health_record.error(f"catalog busy or unreadable: {exc}")
                 stop.wait(1.0)
                 continue
             if n >= self.batch_size:
@@ -197,9 +204,57 @@ class Publisher:
     def start(self) -> threading.Thread:
         """Run in a daemon thread."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="reelfs-outbox", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name="reelfs-outbox", daemon=True)
         self._thread.start()
         return self._thread
+
+    def _supervised(self) -> None:
+        """`run`, restarted after an unexpected error (a few times in `RestartPolicy`'s
+        window, then it gives up); each crash is logged, kept in `health` and, for an
+        outbox in a catalog, an event."""
+        h = self.health_record
+        policy = RestartPolicy()
+        h.set(alive=True, state="running")
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.run()
+                    return
+                except Exception as e:
+                    why = f"{type(e).__name__}: {e}"
+                    self.logger.exception("outbox publisher crashed")
+                    h.error(why)
+                    self._conn = None  # a fresh connection for the next run
+                    if not policy.crashed(time.monotonic()):
+                        h.set(state="gave up")
+                        self._event(
+                            "worker_gave_up", f"publisher gave up: {policy.describe()}: {why}"
+                        )
+                        return
+                    h.set(restarts=h.restarts + 1)
+                    self._event("worker_crashed", f"publisher crashed ({why}); restarted")
+                    self._stop.wait(1.0)
+        finally:
+            h.set(alive=False, state="gave up" if h.state == "gave up" else "stopped")
+
+    def _event(self, kind: str, message: str) -> None:
+        if callable(self._db):
+            return
+        try:
+            cat = open_catalog(Path(self._db))
+            try:
+                events.record(cat, kind, message, subject="publisher", level="error")
+            finally:
+                cat.close()
+        except Exception as e:
+            self.logger.error("could not record %s (%s): %s", kind, e, message)
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and last error, for `status`."""
+        return {
+            **self.health_record.to_json(),
+            "alive": self._thread is not None and self._thread.is_alive(),
+        }
 
     @property
     def started(self) -> bool:

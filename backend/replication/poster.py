@@ -44,6 +44,7 @@ from backend.replication.journal import (
 from backend.replication.message import build_message, topic_for
 from backend.replication.outbox import enqueue
 from backend.replication.post_config import PostConfig
+from backend.supervision import Health, Supervisor, catalog_busy
 
 log = logging.getLogger("reelfs.poster")
 
@@ -69,6 +70,7 @@ class ArchivePoster(threading.Thread):
         self._wake = threading.Event()
         self._stopping = False
         self.posted = 0
+        self.health = Health("poster", "poster")
 
     def wake(self) -> None:
         self._wake.set()
@@ -80,27 +82,36 @@ class ArchivePoster(threading.Thread):
 
     def run(self) -> None:
         cat = open_catalog(self.config.catalog_path)
+        # A busy catalog pauses the poster until it is free (one `catalog_busy` event);
+        # any other error restarts it (the journal row it was on is still there: its
+        # transaction rolled back), a few times, then it gives up, visibly in `status`.
+        supervisor = Supervisor(
+            self.health, cat=lambda: cat, stopping=lambda: self._stopping, subject="poster"
+        )
         try:
-            while True:
-                rows = journal.oldest(cat, BATCH)
-                if not rows:
-                    if self._stopping:
-                        return
-                    self._wake.wait(1.0)
-                    self._wake.clear()
-                    continue
-                for row in rows:
-                    self._post_row(cat, row)
-                self.published()
-        except Exception:
-            log.exception("the poster stopped on an unexpected error")
+            supervisor.run(lambda: self._loop(cat))
         finally:
             cat.close()
+
+    def _loop(self, cat: Catalog) -> None:
+        while True:
+            rows = journal.oldest(cat, BATCH)
+            if not rows:
+                if self._stopping:
+                    return
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            for row in rows:
+                self._post_row(cat, row)
+            self.published()
 
     def _post_row(self, cat: Catalog, row: Any) -> None:
         try:
             messages = self.messages(cat, dict(row))
         except Exception as e:
+            if catalog_busy(e):
+                raise  # not this change's fault: the supervisor waits, then it is retried
             # one change that cannot be announced must not stop the others
             log.exception("cannot announce change %s", dict(row))
             events.record(cat, "post_failed", f"{row['kind']} {row['path']}: {e}", level="error")

@@ -1,4 +1,4 @@
-"""`reelfs library inventory|import|export VOLUME|clean DRIVE`: the tape library
+"""`reelfs library inventory|reconcile|import|export VOLUME|clean DRIVE`: the tape library
 (backend.admin.library, in the daemon or on the unmounted archive)."""
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ def cmd_library(a: argparse.Namespace) -> int:
                 out.print(f"{what}: {', '.join(answer[what])}")
         if not answer["moved"]:
             out.print("no cartridge in the mail slots")
+    elif a.action == "reconcile":
+        said = False
+        for what in ("added", "returned", "missing", "unstuck", "stuck"):
+            if answer.get(what):
+                out.print(f"{what}: {', '.join(answer[what])}")
+                said = True
+        if not said:
+            out.print("the catalog agrees with the library")
     elif a.action == "export":
         out.print(
             f"{answer['volume']} is in mail slot {answer['mail_slot']}; its files "
@@ -54,7 +62,9 @@ def cmd_library(a: argparse.Namespace) -> int:
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     sp = add(
-        "library", cmd_library, "the tape library: inventory, import, export VOLUME, clean DRIVE"
+        "library",
+        cmd_library,
+        "the tape library: inventory, reconcile, import, export VOLUME, clean DRIVE",
     )
-    sp.add_argument("action", choices=["inventory", "import", "export", "clean"])
+    sp.add_argument("action", choices=["inventory", "reconcile", "import", "export", "clean"])
     sp.add_argument("target", nargs="?", metavar="VOLUME|DRIVE")

@@ -17,11 +17,7 @@ from mountfs.cli.console import EXIT_FAIL, archive_catalog, err, out
 
 def cmd_status(a: argparse.Namespace) -> int:
     with archive_catalog(a) as (config, cat):
-        try:
-            daemon = call(config.socket_path, "status", timeout=10)
-        except (DaemonNotRunning, ControlError):
-            daemon = None
-        st = views.status(cat, config, daemon)
+        st = views.status(cat, config, _daemon_status(config))
         st["stale_mounts"] = locate.stale_mounts(config.archive)
     if a.json:
         print(json.dumps(st, default=str))
@@ -47,7 +43,20 @@ def cmd_volumes(a: argparse.Namespace) -> int:
 
 
 def cmd_drives(a: argparse.Namespace) -> int:
-    return _listing(a, views.drives, "Drives", views.DRIVE_COLUMNS)
+    with archive_catalog(a) as (config, cat):
+        rows = views.drives(cat, _daemon_status(config))
+    if a.json:
+        print(json.dumps(rows, default=str))
+    else:
+        views.print_table(out, "Drives", rows, views.drive_columns(rows))
+    return 0
+
+
+def _daemon_status(config: Any) -> dict | None:
+    try:
+        return call(config.socket_path, "status", timeout=10)
+    except (DaemonNotRunning, ControlError):
+        return None
 
 
 def cmd_queue(a: argparse.Namespace) -> int:
