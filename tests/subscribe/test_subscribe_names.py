@@ -124,3 +124,32 @@ def test_watch_announces_names_that_are_not_utf8(broker, tag, queue_factory, tmp
         assert gone["fileOp"] == {"remove": ""}
     finally:
         svc.stop()
+
+
+@pytest.mark.slow
+def test_stock_sr3_posts_such_a_name_as_we_do(broker, tag, sr3, queue_factory, tmp_path) -> None:
+    """What stock `sr3 post` (3.3.1) publishes for a file whose name is not UTF-8 is what
+    reelfs posts and reads: relPath with the byte as `\\udcNN`, parsed back to the same
+    bytes by our decoder."""
+    exchange = f"xs_alice_{tag}"
+    consumer = queue_factory("admin", exchange)
+    src = tmp_path / "posted"
+    src.mkdir()
+    with open(os.fsencode(src) + b"/caf\xe9.txt", "wb") as f:
+        f.write(b"posted by sr3\n")
+    sr3.config(
+        "post",
+        "p",
+        [
+            f"post_broker {broker.url('alice')}",
+            f"post_exchange {exchange}",
+            "post_baseUrl http://127.0.0.1:9/posted",
+            f"post_baseDir {src}",
+            f"path {src}",
+        ],
+    )
+    posted = sr3.run("foreground", "post/p")
+    assert posted.returncode == 0, posted.stdout + posted.stderr
+    got = raw_until(consumer, {"caf\udce9.txt"}, timeout=60)
+    topic, body = got["caf\udce9.txt"]
+    assert b'"relPath": "caf\\udce9.txt"' in body and topic == "v03"
