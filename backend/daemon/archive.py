@@ -376,7 +376,7 @@ class ArchiveDaemon:
                 w = self.recall_waits[bitfile] = RecallWait()
             bf = files.get(bitfile)
             if bf is None:
-                return Reason("no_good_copy", errno.ENOENT, "file deleted")
+                return Reason("no_good_copy", errno.EIO, "file deleted")
             if bf.state in (ARCHIVED, DIRTY):
                 self.recall_waits.pop(bitfile, None)
                 return None

@@ -122,7 +122,7 @@ def why_recall_waits(cat: Catalog, config: Config, bitfile: int) -> Reason | Non
     files = FileClerk(cat, config.archive_id)
     bf = files.get(bitfile)
     if bf is None:
-        return Reason("no_good_copy", errno.ENOENT, "the file was deleted")
+        return Reason("no_good_copy", errno.EIO, "the file was deleted")
     if bf.state != RELEASED:
         return None
     req = RequestQueue(cat).recall_of(bitfile)
