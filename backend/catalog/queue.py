@@ -233,12 +233,16 @@ class RequestQueue:
             or 0
         )
 
-    def recalls_queued_before(self, before_ns: int) -> list[tuple[int, int]]:
-        """(request id, bitfile) of the recalls queued before `before_ns` and not started."""
+    def recalls_queued_before(
+        self, before_ns: int
+    ) -> list[tuple[int, int, str | None, str | None]]:
+        """(request id, bitfile, volume, error) of the recalls queued before `before_ns`
+        and not started."""
         return [
-            (int(r[0]), int(r[1]))
+            (int(r[0]), int(r[1]), r[2], r[3])
             for r in self.cat.all(
-                "SELECT id, bitfile FROM requests WHERE kind=? AND state=? AND created_ns < ?",
+                "SELECT id, bitfile, volume, error FROM requests WHERE kind=? AND state=? "
+                "AND created_ns < ?",
                 (RECALL, QUEUED, before_ns),
             )
         ]

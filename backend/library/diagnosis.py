@@ -36,6 +36,9 @@ from backend.library import selection
 
 #: how far back a `catalog_busy` event still explains a wait
 CATALOG_BUSY_WINDOW = 120.0
+#: what keeps a recall from ever starting until someone acts: the expiry sweep fails
+#: these at the deadline (a busy catalog or a long queue pass by themselves)
+BLOCKING = frozenset({"no_drive_up", "volume_unavailable", "cache_full"})
 #: the error the mover leaves on a recall it put back for want of cache space
 #: (backend.mover.recall)
 CACHE_WAIT = "waiting for room in the cache"
@@ -73,15 +76,31 @@ def catalog_busy(cat: Catalog, now_ns: int | None = None) -> Reason | None:
     return Reason("catalog_busy", errno.ETIMEDOUT, f"the catalog is busy: {msg}")
 
 
-def cache_full(cat: Catalog, config: Config, size: int) -> Reason:
+def cache_full(cat: Catalog, config: Config, size: int | None = None) -> Reason:
     """The cache cannot take `size` more bytes: say how much of it is not on tape yet."""
     dirty = FileClerk(cat).by_state().get("dirty", (0, 0))
     return Reason(
         "cache_full",
         errno.ENOSPC,
         f"the cache is full ({format_size(dirty[1])} of {format_size(config.cache.size)} "
-        f"not on tape yet, in {dirty[0]} file(s)) and nothing can be evicted to recall "
-        f"{format_size(size)}",
+        f"not on tape yet, in {dirty[0]} file(s)) and nothing can be evicted"
+        + (f" to recall {format_size(size)}" if size is not None else ""),
+    )
+
+
+def volume_reason(cat: Catalog, volume: str) -> Reason | None:
+    """Why nothing can read `volume` now (stuck in a drive that is down, or a state that
+    cannot be read); None when it can be mounted."""
+    stuck = stuck_in(cat, volume)
+    if stuck is not None:
+        return stuck
+    v = VolumeClerk(cat).get(volume)
+    if v is not None and v.state in READABLE:
+        return None
+    st = v.state if v is not None else "unknown"
+    detail = f": {v.error}" if v is not None and v.error else ""
+    return Reason(
+        "volume_unavailable", errno.ETIMEDOUT, f"volume {volume} is unavailable ({st}{detail})"
     )
 
 
@@ -103,7 +122,7 @@ def why_recall_waits(cat: Catalog, config: Config, bitfile: int) -> Reason | Non
     files = FileClerk(cat, config.archive_id)
     bf = files.get(bitfile)
     if bf is None:
-        return Reason("no_good_copy", errno.ENOENT, "the file was deleted")
+        return Reason("no_good_copy", errno.EIO, "the file was deleted")
     if bf.state != RELEASED:
         return None
     req = RequestQueue(cat).recall_of(bitfile)
@@ -117,19 +136,9 @@ def why_recall_waits(cat: Catalog, config: Config, bitfile: int) -> Reason | Non
     if down is not None:
         return down
     if volume is not None:
-        stuck = stuck_in(cat, volume)
-        if stuck is not None:
-            return stuck
-        v = VolumeClerk(cat).get(volume)
-        if v is None or v.state not in READABLE:
-            st = v.state if v is not None else "unknown"
-            return Reason(
-                "volume_unavailable",
-                errno.ETIMEDOUT,
-                f"volume {volume} is unavailable ({st}"
-                + (f": {v.error}" if v and v.error else "")
-                + ")",
-            )
+        unavailable = volume_reason(cat, volume)
+        if unavailable is not None:
+            return unavailable
     busy = catalog_busy(cat)
     if busy is not None:
         return busy

@@ -135,35 +135,60 @@ def give_up(cat: Catalog, config: Config, bitfile: int, waited: float) -> Reason
     reason = diagnosis.why_recall_waits(cat, config, bitfile)
     if reason is None or reason.code == "no_good_copy":
         return reason
-    return _timed_out(cat, config, bitfile, reason, waited, drop=reason.code != "queued")
-
-
-def expire(cat: Catalog, config: Config, now_ns: int) -> list[tuple[int, Reason]]:
-    """The periodic sweep: every recall queued longer than `[cache] recall_timeout` that
-    something blocks fails with its reason; returns (bitfile, reason) to wake waiters."""
-    timeout = config.cache.recall_timeout
-    failed: list[tuple[int, Reason]] = []
-    for _rid, bitfile in RequestQueue(cat).recalls_queued_before(now_ns - int(timeout * 1e9)):
-        reason = diagnosis.why_recall_waits(cat, config, bitfile)
-        if reason is None or reason.code in ("queued", "no_good_copy"):
-            continue
-        failed.append((bitfile, _timed_out(cat, config, bitfile, reason, timeout, drop=True)))
-    return failed
-
-
-def _timed_out(
-    cat: Catalog, config: Config, bitfile: int, reason: Reason, waited: float, *, drop: bool
-) -> Reason:
-    files = FileClerk(cat, config.archive_id)
-    bf = files.get(bitfile)
-    subject = bf.bfid if bf is not None else str(bitfile)
+    bf = FileClerk(cat, config.archive_id).get(bitfile)
     why = f"recall timed out after {waited:.0f}s: {reason.message}"
     queue = RequestQueue(cat)
     with cat.tx():
         req = queue.recall_of(bitfile)
-        if drop and req is not None:
+        if reason.code in diagnosis.BLOCKING and req is not None:
             queue.fail(req[0], bitfile, why)
         else:
-            files.set_error(bitfile, why)
+            FileClerk(cat, config.archive_id).set_error(bitfile, why)
+        subject = bf.bfid if bf is not None else str(bitfile)
         events.record(cat, "recall_timeout", why, subject=subject, level="error")
     return Reason(reason.code, reason.errno, why)
+
+
+def expire(cat: Catalog, config: Config, now_ns: int) -> list[tuple[int, Reason]]:
+    """The periodic sweep: every recall queued longer than `[cache] recall_timeout` that
+    something blocks (diagnosis.BLOCKING) fails with its reason; returns (bitfile,
+    reason) to wake waiters. The reasons are found once per sweep and volume, not per
+    file, and each gives one event however many recalls it ends: a bulk recall of a
+    volume stuck in a drive must not cost a diagnosis or an event per file."""
+    timeout = config.cache.recall_timeout
+    queue = RequestQueue(cat)
+    old = queue.recalls_queued_before(now_ns - int(timeout * 1e9))
+    if not old:
+        return []
+    everywhere = diagnosis.drives_down(cat)
+    by_volume: dict[str, Reason | None] = {}
+    full: Reason | None = None
+    ended: dict[Reason, list[tuple[int, int]]] = {}
+    for rid, bitfile, volume, error in old:
+        if error == diagnosis.CACHE_WAIT:
+            reason = full = full or diagnosis.cache_full(cat, config)
+        elif everywhere is not None:
+            reason = everywhere
+        elif volume is not None:
+            if volume not in by_volume:
+                by_volume[volume] = diagnosis.volume_reason(cat, volume)
+            reason = by_volume[volume]
+        else:
+            reason = None
+        if reason is not None:
+            ended.setdefault(reason, []).append((rid, bitfile))
+    failed: list[tuple[int, Reason]] = []
+    with cat.tx():
+        for reason, recalls in ended.items():
+            why = f"recall timed out after {timeout:.0f}s: {reason.message}"
+            timed_out = Reason(reason.code, reason.errno, why)
+            for rid, bitfile in recalls:
+                queue.fail(rid, bitfile, why)
+                failed.append((bitfile, timed_out))
+            events.record(
+                cat,
+                "recall_timeout",
+                f"{len(recalls)} recall(s) timed out after {timeout:.0f}s: {reason.message}",
+                level="error",
+            )
+    return failed
