@@ -299,7 +299,7 @@ def _holes_map(src: BinaryIO, size: int) -> list[tuple[int, int]] | None:
     gigabyte takes a few blocks), or None for a file that is all data."""
     if size == 0:
         return None
-    extents = list(data_extents(src.fileno(), size))
+    extents = data_extents(src.fileno(), size)
     return extents if sum(n for _, n in extents) < size else None
 
 
