@@ -22,9 +22,18 @@ _STEP = 1 << 16
 _ZEROS_STEP = bytes(_STEP)
 
 
-def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
     """(offset, length) of the data regions of the first `size` bytes of `fd`; the whole
-    range when the file system cannot tell holes from data."""
+    range when the file system cannot tell holes from data. The file position is kept
+    (the seeks here move it; a reader of `fd` must not see that)."""
+    pos = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        return list(_extents(fd, size))
+    finally:
+        os.lseek(fd, pos, os.SEEK_SET)
+
+
+def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
     off = 0
     while off < size:
         try:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from backend.cache.checksum import Checksummer, Sums
+from backend.cache.holes import data_extents
 from backend.catalog import events
 from backend.catalog.commit import (
     TapeFileEnd,
@@ -275,7 +276,9 @@ def _write_members(
         ck = Checksummer()
         with src:
             try:
-                m.extent = writer.add(m.info, src, on_data=ck.update)
+                m.extent = writer.add(
+                    m.info, src, on_data=ck.update, sparse=_holes_map(src, m.bf.size)
+                )
             except ShortSourceError as e:
                 raise _SourceChanged(m, e) from e
         m.sums = ck.sums
@@ -290,6 +293,15 @@ def _write_members(
     else:
         records = writer.finish()
     return written, records, writer.early_warning
+
+
+def _holes_map(src: BinaryIO, size: int) -> list[tuple[int, int]] | None:
+    """The data regions of a cache file with holes (stored so on tape: a truncated
+    gigabyte takes a few blocks), or None for a file that is all data."""
+    if size == 0:
+        return None
+    extents = data_extents(src.fileno(), size)
+    return extents if sum(n for _, n in extents) < size else None
 
 
 def _verify(ctx: MoverContext, label: str, fileno: int, first: int, written: list[_Member]) -> None:

@@ -29,6 +29,14 @@ from typing import BinaryIO
 
 from drivers.formats.errors import FormatError, ShortSourceError, WriterStateError
 from drivers.formats.records import MemberStream, RecordSource
+from drivers.formats.sparse import (
+    SPARSE_KEYWORDS,
+    ExpandedStream,
+    SparseSource,
+    check_map,
+    copy_expanded,
+    sparse_member,
+)
 from drivers.formats.tarheaders import HeaderReader, format_pax_time, mtime_ns
 from drivers.tape import TapeDrive
 
@@ -168,7 +176,11 @@ def member_info(ti: tarfile.TarInfo) -> MemberInfo:
         gid=ti.gid,
         uname=ti.uname,
         gname=ti.gname,
-        records={k: v for k, v in ti.pax_headers.items() if k not in _RESERVED_KEYWORDS},
+        records={
+            k: v
+            for k, v in ti.pax_headers.items()
+            if k not in _RESERVED_KEYWORDS and k not in SPARSE_KEYWORDS
+        },
     )
 
 
@@ -238,15 +250,22 @@ class TapeFileWriter:
         src: BinaryIO,
         *,
         on_data: Callable[[memoryview], None] | None = None,
+        sparse: list[tuple[int, int]] | None = None,
     ) -> MemberExtent:
         """Write header(s) and exactly `info.size` bytes read from `src` (`readinto`),
-        calling `on_data` on each data chunk in order.
+        calling `on_data` on each data chunk in order. With `sparse` (the file's data
+        regions, offset and length), only those are stored, in GNU sparse format 1.0
+        (drivers.formats.sparse); the extent's size is then that of the stored data.
 
         Raises ShortSourceError if `src` ends early (the caller abandons this tape file),
         ValueError for an invalid `info`, and the drive's TapeError (EndOfMediumError...)
         as they come; after any of those but ValueError the writer is unusable.
         """
         self._check_open()
+        if sparse is not None:
+            # GNU sparse 1.0: the data regions only; `on_data` still sees the real content
+            src = SparseSource(src, info.size, sparse, on_data)
+            info, on_data = sparse_member(info, sparse), None
         header = header_bytes(info)
         record, offset = self.records_written, self._fill
         self._put(header)
@@ -377,10 +396,13 @@ def read_member(
     ti = reader.next_header()
     if ti is None:
         raise FormatError(f"no member at offset {offset} of the record: end of archive")
-    if not ti.isreg() or ti.sparse is not None:
+    if not ti.isreg():
         raise FormatError(f"member {ti.name!r} is not a regular file (type {ti.type!r})")
     info = member_info(ti)
-    source.copy(ti.size, dest, on_data, f"data of {ti.name!r}")
+    if ti.sparse is not None:
+        copy_expanded(source, ti, dest, on_data)  # the holes read as zeros
+    else:
+        source.copy(ti.size, dest, on_data, f"data of {ti.name!r}")
     return info
 
 
@@ -402,14 +424,16 @@ def iter_members(
         ti = reader.next_header()
         if ti is None:
             break
-        if ti.sparse is not None:
-            raise FormatError(f"member {ti.name!r} is a GNU sparse file: not supported")
         if ti.isreg():
             info = member_info(ti)
             extent = MemberExtent(
                 record=record, offset=offset, data_offset=source.position, size=ti.size
             )
-            stream = MemberStream(source, ti.size, ti.name)
+            stream: MemberStream | ExpandedStream = MemberStream(source, ti.size, ti.name)
+            if ti.sparse is not None:
+                # GNU sparse 1.0: the stored regions, read as the real content
+                stored = sum(n for _, n in check_map(ti))
+                stream = ExpandedStream(MemberStream(source, stored, ti.name), ti)
             try:
                 yield info, extent, stream  # type: ignore[misc]
             except GeneratorExit:

@@ -72,6 +72,10 @@ class HeaderReader:
             raise FormatError("too many chained extended headers", offset=start) from None
         except (ValueError, UnicodeError, OverflowError) as e:
             raise FormatError(f"invalid tar header: {e}", offset=start) from None
+        if info.sparse is not None and "GNU.sparse.name" in info.pax_headers:
+            # a long or non-ASCII name also has a `path` record, which tarfile applies
+            # after GNU.sparse.name when it comes later; the real name is the sparse one
+            info.name = info.pax_headers["GNU.sparse.name"]
         if info.size < 0:
             raise FormatError(
                 f"tar member {info.name!r} has negative size {info.size}", offset=start

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.archive import Mount, mount, wait_state
+from tests.archive import Mount, mount, tape_locations, wait_state
 from tests.waiting import wait_for
 
 
@@ -109,12 +109,26 @@ def make_sparse(path: Path) -> bytes:
     return bytes(content)
 
 
-def test_sparse_file_keeps_its_holes_in_the_cache_and_through_recall(mounted: Mount) -> None:
-    f = mounted.mnt / "sparse"
+def test_sparse_file_keeps_its_holes_on_tape_in_the_cache_and_through_recall(
+    mounted: Mount, tmp_path: Path
+) -> None:
+    f = mounted.mnt / "dir" / "sparse"
+    f.parent.mkdir()
     content = make_sparse(f)
     assert du_bytes(f) <= 256 * 1024  # two extents, not 8 MiB
     assert f.read_bytes() == content
     mounted.flush(f)
+    volume, fileno, _ = tape_locations(mounted, f)[0].split(":")
+    used = {v["label"]: v["used"] for v in mounted.json("volumes")}[volume]
+    assert used <= 1 * 2**20  # GNU sparse 1.0: the data regions and their map only
+    # GNU tar reads the tape file back as the same sparse file
+    data = mounted.cli("tape", "read", "--archive", str(mounted.archive), volume, fileno).stdout
+    out = tmp_path / "untarred"
+    out.mkdir()
+    subprocess.run(
+        ["tar", "--warning=no-unknown-keyword", "-xf", "-", "-C", str(out)], input=data, check=True
+    )
+    assert (out / "dir" / "sparse").read_bytes() == content
     mounted.release(f)
     assert mounted.state(f) == "released"
     assert du_bytes(f) <= 256 * 1024  # the allocation recorded at the end of the session
@@ -125,7 +139,7 @@ def test_sparse_file_keeps_its_holes_in_the_cache_and_through_recall(mounted: Mo
     assert du_bytes(f) <= 256 * 1024
 
 
-def test_truncated_gigabyte_takes_no_space(
+def test_truncated_gigabyte_takes_no_space_in_cache_or_on_tape(
     make_archive: Callable[..., Path], tmp_path: Path
 ) -> None:
     archive = make_archive(drives=1, volumes=2, volume_size="2GiB", cache_size="2GiB")
@@ -134,6 +148,11 @@ def test_truncated_gigabyte_takes_no_space(
         f = m.mnt / "big"
         subprocess.run(["truncate", "-s", "1G", str(f)], check=True)
         assert f.stat().st_size == 2**30
+        assert du_bytes(f) == 0
+        m.flush(f)
+        assert m.state(f) == "archived"
+        used = sum(v["used"] for v in m.json("volumes"))
+        assert used <= 1 * 2**20  # a few records, not 1 GiB
         assert du_bytes(f) == 0
     finally:
         m.stop()

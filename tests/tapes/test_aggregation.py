@@ -199,6 +199,8 @@ def test_small_files_wait_for_a_full_aggregate_or_its_age(cat: Catalog, tmp_path
     cat.execute("DELETE FROM requests WHERE bitfile != ?", (large[0],))
     assert lm.next_work("d0", cat) is None  # the large file waits for flush_delay
     cat.execute("UPDATE requests SET created_ns = created_ns - ?", (int(3700e9),))
+    # a request ages from the later of its queueing and its file's last change
+    cat.execute("UPDATE bitfiles SET modified_ns = modified_ns - ?", (int(3700e9),))
     lm.wake()  # time passing, as the library manager's periodic look would see it
     w = lm.next_work("d0", cat)  # flush_delay passed for the large file
     assert w is not None and [r.bitfile for r in w.requests] == large
@@ -207,6 +209,8 @@ def test_small_files_wait_for_a_full_aggregate_or_its_age(cat: Catalog, tmp_path
     old = _queued(cat, 1000)
     assert lm.next_work("d0", cat) is None
     cat.execute("UPDATE requests SET created_ns = created_ns - ?", (int(7300e9),))
+    # a request ages from the later of its queueing and its file's last change
+    cat.execute("UPDATE bitfiles SET modified_ns = modified_ns - ?", (int(7300e9),))
     lm.wake()
     w = lm.next_work("d0", cat)  # the aggregation age passed
     assert w is not None and [r.bitfile for r in w.requests] == old
