@@ -8,6 +8,8 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -143,6 +145,55 @@ def test_check_finds_a_lost_request_and_repair_queues_it(mounted: Mount) -> None
     assert rc == 0 and answer["ok"]
     m.flush(f, timeout=120)  # the re-queued request really writes it
     assert m.state(f) == "archived"
+
+
+WRITER = r"""
+import os, sys
+root, w, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    p = os.path.join(root, f"w{w}-{i:04d}")
+    with open(p, "wb") as f:
+        f.write(b"%d %d first\n" % (w, i))
+    if i % 2 == 0:
+        with open(p, "ab") as f:  # a new session on a file whose write may be claimed
+            f.write(b"%d %d again\n" % (w, i))
+"""
+
+
+def test_eight_parallel_writers_lose_no_request(make_archive) -> None:
+    """Issue 10 item 10: 8 writers, each file written and reopened while the movers
+    flush continually (so sessions start on files whose writes are claimed)."""
+    archive = make_archive(
+        drives=2,
+        volumes=4,
+        options={
+            "mover.flush_delay": "0s",
+            "aggregation.age": "0.5s",
+            "aggregation.files": 500,
+            # many small tape files: small blocks, or 64 MiB volumes fill up
+            "library.block_size": "32KiB",
+        },
+    )
+    m = mount(archive, archive.parent / "mnt")
+    try:
+        writers, per = 8, 250
+        procs = [
+            subprocess.Popen([sys.executable, "-c", WRITER, str(m.mnt), str(w), str(per)])
+            for w in range(writers)
+        ]
+        for p in procs:
+            assert p.wait(timeout=300) == 0
+        m.flush(m.mnt, timeout=300)
+        names = sorted(os.listdir(m.mnt))
+        assert len(names) == writers * per
+        not_archived = [n for n in names if m.state(m.mnt / n) != "archived"]
+        assert not_archived == []
+        rc, answer = _check(m)
+        assert rc == 0, answer["problems"]
+        assert (m.mnt / "w3-0006").read_bytes() == b"3 6 first\n3 6 again\n"
+        assert (m.mnt / "w3-0007").read_bytes() == b"3 7 first\n"
+    finally:
+        m.stop()
 
 
 def test_a_journal_failure_fails_the_operation_and_changes_nothing(tmp_path: Path) -> None:
