@@ -7,12 +7,14 @@ and every worker is still alive afterwards."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from backend.admin.control import call
+from backend.catalog import outbox as outbox_rows
 from drivers.emulated import inject_fault
 from tests.archive import REPO, Mount, file_of, init_archive, mount, wait_state
 from tests.ports import free_port
@@ -119,7 +121,7 @@ def test_a_catalog_locked_for_60s_pauses_every_worker_and_nothing_dies(tmp_path:
         assert all(d["state"] == "up" for d in _drives(m).values())
         # the change journalled just before the lock was announced after it
         wait_for(
-            lambda: b"posted.dat" in _outbox(archive) or False,
+            lambda: b"posted.dat" in _outbox(archive),
             timeout=60,
             what="the poster announced the change it found under the lock",
         )
@@ -130,11 +132,10 @@ def test_a_catalog_locked_for_60s_pauses_every_worker_and_nothing_dies(tmp_path:
 
 
 def _outbox(archive: Path) -> bytes:
-    import sqlite3
-
+    """The bodies of the messages waiting in the outbox (nobody takes them: no broker)."""
     conn = sqlite3.connect(f"file:{archive / 'catalog.db'}?mode=ro", uri=True)
     try:
-        return json.dumps([r[0] for r in conn.execute("SELECT body FROM outbox")]).encode()
+        return json.dumps([r[3] for r in outbox_rows.oldest(conn, 10_000)]).encode()
     finally:
         conn.close()
 
