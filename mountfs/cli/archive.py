@@ -15,7 +15,6 @@ from typing import Any
 from backend import config as cfgmod
 from backend.admin.control import call, is_running
 from backend.admin.files import pending_writes
-from backend.catalog.drives import DriveTable
 from backend.errors import ArchiveError
 from mountfs import locate, views
 from mountfs.cli.console import err, out
@@ -42,6 +41,7 @@ def cmd_init(a: argparse.Namespace) -> int:
     )
     opts.extra = cfgmod.apply_overrides({}, a.option or [])  # the keys `mount -o` takes
     config = init_archive(Path(a.archive), opts)
+    _warn(opts.warnings)
     if a.json:
         print(
             json.dumps(
@@ -67,6 +67,11 @@ def cmd_init(a: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        err.print(f"reelfs: warning: {line}")
+
+
 def cmd_mount(a: argparse.Namespace) -> int:
     from backend.replication.post_config import load_post, load_serve
     from mountfs.mount import daemonize_and_serve, serve, setup_logging
@@ -84,6 +89,7 @@ def cmd_mount(a: argparse.Namespace) -> int:
         raise ArchiveError(f"{mnt} is already a mount point")
     if is_running(config.socket_path):
         raise ArchiveError(f"archive {config.archive} is already mounted (its daemon is running)")
+    _check_limits(config)
     if a.foreground:
         setup_logging(config, foreground=True, debug=a.debug)
         return serve(config, mnt, fuse_extra=a.fuse_option or [], ready=None, debug=a.debug)
@@ -91,6 +97,22 @@ def cmd_mount(a: argparse.Namespace) -> int:
     if not a.json:
         out.print(f"archive {config.archive} mounted on {mnt}")
     return 0
+
+
+def _check_limits(config: cfgmod.Config) -> None:
+    """Before the daemon is started: a max_file_size no volume can take is a usage error
+    (exit 2), a cache file system smaller than [cache] size a warning. The daemon checks
+    both again, for the volumes it finds and with an event."""
+    from backend.cache.store import fs_smaller_than
+    from backend.tape.limits import check_max_file_size, limit_of
+
+    cat = locate.catalog(config)
+    try:
+        check_max_file_size(config.mount.max_file_size, limit_of(cat, config))
+    finally:
+        cat.close()
+    small = fs_smaller_than(config.cache.path, config.cache.size)
+    _warn([small] if small else [])
 
 
 def cmd_umount(a: argparse.Namespace) -> int:
@@ -105,13 +127,15 @@ def cmd_umount(a: argparse.Namespace) -> int:
     try:
         files, nbytes = pending_writes(cat)
         if files and not a.no_wait:
+            blocked = _blocked(cat, config)
+            blocked()  # before asking for a flush that cannot happen
             err.print(
                 f"{files} file(s), {cfgmod.format_size(nbytes)}, not on tape yet: "
                 "flushing them before unmounting (--no-wait leaves them queued)"
             )
             call(config.socket_path, "drain")
             views.wait_progress(
-                lambda: _pending_done(cat, files, nbytes),
+                lambda: _pending_done(cat, files, nbytes, blocked),
                 total=nbytes or files,
                 what="flushing to tape",
                 timeout=a.timeout,
@@ -144,13 +168,32 @@ def cmd_umount(a: argparse.Namespace) -> int:
     return 0
 
 
-def _pending_done(cat: Any, files0: int, bytes0: int) -> tuple[int, bool]:
+def _blocked(cat: Any, config: cfgmod.Config) -> Callable[[], None]:
+    """A check that raises when what is left to flush cannot reach tape, saying why:
+    umount must not wait on work that cannot happen."""
+    from backend.tape.limits import limit_of, stuck_writes
+
+    limit = limit_of(cat, config)
+
+    def check() -> None:
+        files, _ = pending_writes(cat)
+        stuck = stuck_writes(cat, limit, config.library.block_size)
+        if stuck is not None and stuck.files >= files:
+            raise ArchiveError(
+                f"cannot flush: {stuck.files} file(s), {cfgmod.format_size(stuck.nbytes)}, "
+                f"cannot reach tape: {stuck.reason}; or unmount with --no-wait to leave "
+                "them in the cache, queued for the next mount"
+            )
+
+    return check
+
+
+def _pending_done(
+    cat: Any, files0: int, bytes0: int, blocked: Callable[[], None]
+) -> tuple[int, bool]:
     files, nbytes = pending_writes(cat)
-    if files and not DriveTable(cat).count_up():
-        raise ArchiveError(
-            f"no drive is up: {files} file(s) cannot go to tape now; put a drive back "
-            "(reelfs drive up NAME) or unmount with --no-wait to leave them queued"
-        )
+    if files:
+        blocked()
     done = (bytes0 - nbytes) if bytes0 else (files0 - files)
     return max(0, done), files == 0
 
