@@ -21,7 +21,7 @@ import trio
 
 from backend.admin.files import pending_writes
 from backend.admin.lock import lock_archive
-from backend.cache.eviction import evict, to_watermark
+from backend.cache.eviction import disk_shortfall, evict, to_watermark
 from backend.cache.staging import Staging
 from backend.cache.store import Cache, fs_smaller_than
 from backend.catalog import events, families, meta
@@ -43,10 +43,6 @@ from backend.mover.session import Mover, MoverContext, MoverHooks
 from backend.tape.limits import check_max_file_size, limit_of
 from drivers.library import open_library
 from drivers.tape import ElementType, Library, TapeDrive
-
-#: room kept free on a full cache file system beyond the bytes a write needs: its
-#: metadata and the blocks a partly written block rounds up to
-DISK_MARGIN = 1 << 20
 
 log = logging.getLogger("reelfs.daemon")
 
@@ -337,7 +333,7 @@ class ArchiveDaemon:
         also on its file system (with a margin for the file system's own blocks)."""
         need = self.cache.used + nbytes - self.cache.limit
         if disk:
-            need = max(need, nbytes + DISK_MARGIN - self.cache.disk_free())
+            need = max(need, disk_shortfall(self.cache, nbytes))
         return need
 
     async def make_room(self, nbytes: int, *, disk: bool = False) -> bool:

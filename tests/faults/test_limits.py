@@ -130,6 +130,12 @@ def test_a_small_cache_fs_is_warned_about_and_its_enospc_evicts(
         b.write_bytes(file_of(5 * MiB, 2))  # 10 MiB in 8: a must leave the cache first
         assert m.state(a) == "released"
         assert b.read_bytes() == file_of(5 * MiB, 2)
+        m.flush(b, timeout=60)
+        # a's recall meets the full file system (the cache's count has room): b, on
+        # tape now, leaves the cache for it, and the recall is tried again
+        assert a.read_bytes() == file_of(5 * MiB, 1)
+        assert m.state(b) == "released"
+        assert any("cache file system is full" in e["message"] for e in m.events("cache_full"))
     finally:
         m.stop()
 
@@ -167,3 +173,17 @@ def test_a_full_catalog_fs_answers_enospc_not_eio(tmp_path: Path, small_fs: Path
     finally:
         filler.unlink(missing_ok=True)
         m.stop()
+
+
+def test_the_limit_counts_every_record_and_label_on_large_volumes() -> None:
+    from backend.tape.limits import largest_file
+
+    # small volumes: the two records selection keeps bind; large ones: the cost of
+    # every record (64 Ki records of 16 KiB, 512 bytes each in tgt's file)
+    assert largest_file(VOLUME, BLOCK, layout="none", object_cost=32) == LIMIT
+    cap, block = 1 << 30, 16 * 1024
+    records = (cap - 512) // (block + 512)
+    plain = largest_file(cap, block, layout="none", object_cost=512)
+    assert plain == records * block - 8192 - 1024 < cap - 2 * block
+    assert largest_file(cap, block, layout="ansi", object_cost=512) < plain
+    assert largest_file(0, block, layout="none", object_cost=0) == 0
