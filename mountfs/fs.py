@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from backend.cache.staging import Handle, NeedsRecall, SessionEnd
+from backend.cache.staging import CacheDiskFull, Handle, NeedsRecall, SessionEnd
 from backend.catalog import events
+from backend.catalog.db import is_disk_full
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
@@ -59,7 +60,10 @@ def fuse_op(fn: F) -> F:
         except OSError as e:
             log.warning("%s%r: %s", name, _short(args), e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except Exception:
+        except Exception as e:
+            if is_disk_full(e):  # the catalog's file system: no change was made
+                log.error("%s%r: the catalog's file system is full: %s", name, _short(args), e)
+                raise pyfuse3.FUSEError(errno.ENOSPC) from None
             log.exception("unexpected error in %s%r; answering EIO", name, _short(args))
             raise pyfuse3.FUSEError(errno.EIO) from None
 
@@ -474,18 +478,22 @@ class ReelFS(pyfuse3.Operations):
 
     @fuse_op
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        disk = False
         try:
             return self.staging.write(fh, off, buf)
+        except CacheDiskFull:
+            disk = True  # the cache's count has room; its file system has not
         except FsError as e:
             if e.errno != errno.ENOSPC:
                 raise
         h = self.staging.handle(fh)
-        growth = max(0, off + len(buf) - h.oi.size)
-        log.info("cache full: making room for %d bytes", growth)
+        growth = len(buf) if disk else max(0, off + len(buf) - h.oi.size)
+        what = "cache file system full" if disk else "cache full"
+        log.info("%s: making room for %d bytes", what, growth)
         self.reap_now()  # files just removed may still hold cache space
-        if not await self.daemon.make_room(growth):
-            log.error("cache full: nothing could be evicted or flushed in time")
-            raise FsError(errno.ENOSPC, "cache full")
+        if not await self.daemon.make_room(growth, disk=disk):
+            log.error("%s: nothing could be evicted or flushed in time", what)
+            raise FsError(errno.ENOSPC, what)
         return self.staging.write(fh, off, buf)
 
     @fuse_op

@@ -20,6 +20,9 @@ from backend.catalog.queue import WRITE, RequestQueue
 log = logging.getLogger("reelfs.eviction")
 
 BATCH = 256
+#: room kept free on a full cache file system beyond the bytes a write or recall needs:
+#: its metadata and the blocks a partly written block rounds up to
+DISK_MARGIN = 1 << 20
 
 
 def recopy_pending(cat: Catalog, bitfile_id: int) -> bool:
@@ -63,3 +66,17 @@ def to_watermark(cat: Catalog, cache: Cache, protect: frozenset[int] = frozenset
     if not cache.above_high():
         return 0
     return evict(cat, cache, cache.bytes_to_low(), protect=protect)
+
+
+def disk_shortfall(cache: Cache, nbytes: int) -> int:
+    """Bytes to free on the cache's file system for `nbytes` more after a real ENOSPC."""
+    return nbytes + DISK_MARGIN - cache.disk_free()
+
+
+def for_disk(
+    cat: Catalog, cache: Cache, nbytes: int, *, protect: frozenset[int] = frozenset()
+) -> int:
+    """After a real ENOSPC: evict until `nbytes` fit on the cache's file system, whatever
+    the cache's own count says (the file system is smaller than [cache] size, or shared)."""
+    need = disk_shortfall(cache, nbytes)
+    return evict(cat, cache, need, protect=protect) if need > 0 else 0

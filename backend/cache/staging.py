@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from backend.cache.checksum import Checksummer, Sums, file_sums
 from backend.cache.holes import allocated_bytes, copy_sparse
 from backend.cache.store import Cache
-from backend.catalog import families
+from backend.catalog import events, families
 from backend.catalog.db import Catalog
 from backend.catalog.files import ARCHIVED, DIRTY, RELEASED, Bitfile, FileClerk
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.queue import RequestQueue
+from backend.config.units import format_size
 from backend.errors import FsError
 
 log = logging.getLogger("reelfs.staging")
@@ -61,6 +62,7 @@ class OpenInode:
     ck: Checksummer | None = None
     changes: int = 0  # writes and truncates so far: tells whether sums went stale
     created: bool = False  # made by create(2): announced at close even if never written
+    too_large_told: bool = False  # the EFBIG event is recorded once per open, not per write
 
 
 @dataclass
@@ -83,6 +85,15 @@ class SessionEnd:
     close_fd: bool
     changes: int = -1  # oi.changes when the sums were taken
     extra: dict = field(default_factory=dict)
+
+
+class CacheDiskFull(FsError):
+    """The cache's file system itself is full (a real ENOSPC, whatever the cache's count
+    says): eviction can make room on it."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(errno.ENOSPC, "the cache file system is full")
+        self.nbytes = nbytes
 
 
 class Staging:
@@ -289,16 +300,18 @@ class Staging:
         oi = h.oi
         end = offset + len(data)
         if end > self.max_file_size:
-            raise FsError(errno.EFBIG, f"write to {end} bytes exceeds {self.max_file_size}")
+            raise self._too_large(oi, end)
         self._begin(oi)
         growth = end - oi.size
         if growth > 0 and not self.cache.try_charge(growth):
             raise FsError(errno.ENOSPC, "cache full")
         try:
             n = os.pwrite(self._fd(oi), data, offset)
-        except OSError:
+        except OSError as e:
             if growth > 0:
                 self.cache.uncharge(growth)
+            if e.errno == errno.ENOSPC:
+                raise CacheDiskFull(len(data)) from None
             raise
         if growth > 0:
             oi.size = end
@@ -314,15 +327,38 @@ class Staging:
         oi.attrs_dirty = True
         return n
 
+    def _too_large(self, oi: OpenInode | None, size: int) -> FsError:
+        """EFBIG for a file that would outgrow what can reach tape, said once per open
+        as an event naming the limit (the file is left as it was: no session begins)."""
+        limit = self.max_file_size
+        why = (
+            f"a file of {size} bytes exceeds the largest file this archive takes, "
+            f"{limit} bytes ({format_size(limit)}: what a volume holds less tape headers, "
+            "or [mount] max_file_size)"
+        )
+        if oi is not None and not oi.too_large_told:
+            oi.too_large_told = True
+            events.record(
+                self.cat,
+                "file_too_large",
+                why,
+                subject=oi.bfid,
+                level="warning",
+                inode=oi.inode,
+                size=size,
+                limit=limit,
+            )
+        return FsError(errno.EFBIG, why)
+
     def read(self, fh: int, offset: int, size: int) -> bytes:
         fd = self.handle(fh).oi.fd
         return b"" if fd == NO_FILE else os.pread(fd, size, offset)
 
     def truncate(self, inode: int, size: int) -> None:
         """truncate(2) on a file that is open here, or opened just for this."""
-        if size > self.max_file_size:
-            raise FsError(errno.EFBIG, f"size {size} exceeds {self.max_file_size}")
         oi = self.open_inodes.get(inode)
+        if size > self.max_file_size:
+            raise self._too_large(oi, size)
         if oi is None:
             raise FsError(errno.EIO, "truncate of a file that is not open")
         self._begin(oi)

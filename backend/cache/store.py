@@ -13,6 +13,8 @@ import threading
 import zlib
 from pathlib import Path
 
+from backend.config.units import format_size
+
 
 class Cache:
     """The cache directory: a file per bitfile, temp files of recalls, and its byte count."""
@@ -135,3 +137,18 @@ class Cache:
     def disk_free(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
+
+
+def fs_smaller_than(root: Path, size: int) -> str | None:
+    """Why a cache of `size` bytes cannot fit the file system holding `root`, or None.
+
+    Writes then meet a real ENOSPC before the cache's own count says full; it is allowed
+    (eviction answers it) but the operator is told at init and mount."""
+    st = os.statvfs(root)
+    total = st.f_blocks * st.f_frsize
+    if total >= size:
+        return None
+    return (
+        f"the cache file system at {root} holds {format_size(total)}, less than "
+        f"[cache] size {format_size(size)}: writes will meet a full disk first"
+    )

@@ -17,6 +17,15 @@ class CatalogError(RuntimeError):
     """The catalog is missing, from a newer reelfs, or inconsistent."""
 
 
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e` is SQLite's SQLITE_FULL (the catalog's file system is full, or its
+    temporary store): a transaction that failed so was rolled back whole."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if isinstance(e, sqlite3.Error) and code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(e, sqlite3.Error) and "database or disk is full" in str(e)
+
+
 class Catalog:
     """One connection to the catalog, for one thread.
 

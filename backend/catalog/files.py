@@ -214,6 +214,26 @@ class FileClerk:
         assert row is not None
         return int(row[0]), int(row[1])
 
+    def pending_sizes(self) -> tuple[int, int]:
+        """(smallest, largest) size of the files of the namespace not yet on tape."""
+        row = self.cat.one(
+            "SELECT COALESCE(MIN(size),0), COALESCE(MAX(size),0) FROM bitfiles "
+            "WHERE state=? AND inode IS NOT NULL",
+            (DIRTY,),
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def pending_larger_than(self, limit: int) -> tuple[int, int]:
+        """(files, bytes) not yet on tape that are larger than `limit`."""
+        row = self.cat.one(
+            "SELECT count(*), COALESCE(SUM(size),0) FROM bitfiles "
+            "WHERE state=? AND inode IS NOT NULL AND size > ?",
+            (DIRTY, limit),
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
     def cached_bytes(self) -> int:
         """What the cache holds by the catalog's account: every dirty or archived file."""
         return int(

@@ -282,6 +282,18 @@ class VolumeClerk:
                 ),
             )
 
+    def largest_room(self) -> int:
+        """The most bytes a blank or writable volume can still take: what the largest
+        pending file is measured against."""
+        return int(
+            self.cat.value(
+                "SELECT COALESCE(MAX(MAX(capacity - bytes_used, 0)),0) FROM volumes "
+                "WHERE state IN (?,?)",
+                (BLANK, WRITABLE),
+            )
+            or 0
+        )
+
     def largest_capacity(self) -> int:
         return int(
             self.cat.value(

@@ -23,9 +23,9 @@ import trio
 
 from backend.admin.files import pending_writes
 from backend.admin.lock import lock_archive
-from backend.cache.eviction import evict, to_watermark
+from backend.cache.eviction import disk_shortfall, evict, to_watermark
 from backend.cache.staging import Staging
-from backend.cache.store import Cache
+from backend.cache.store import Cache, fs_smaller_than
 from backend.catalog import events, families, meta
 from backend.catalog.db import Catalog, open_catalog
 from backend.catalog.drives import DriveTable
@@ -47,6 +47,7 @@ from backend.library.reconcile import reconcile_library
 from backend.mover.session import Mover, MoverContext, MoverHooks
 from backend.permissions import Tightened, set_private_umask, tighten
 from backend.supervision import Health, catalog_busy
+from backend.tape.limits import check_max_file_size, limit_of
 from drivers.library import open_library
 from drivers.tape import ElementType, Library, TapeDrive
 
@@ -148,14 +149,16 @@ class ArchiveDaemon:
                 media_type=cfg.library.type,
                 default_capacity=volumes.default_capacity(cfg.library.default_capacity),
             )
-            max_size = cfg.mount.max_file_size or volumes.largest_capacity()
+            limit = limit_of(self.cat, cfg)
+            check_max_file_size(cfg.mount.max_file_size, limit)
             self.staging = Staging(
                 self.cat,
                 self.cache,
                 cfg.archive_id,
-                max_file_size=max_size or 2**63 - 1,
+                max_file_size=cfg.mount.max_file_size or limit or 2**63 - 1,
                 on_queued=self.lm.wake,
             )
+            self._warn_small_cache_fs()
             self.lm.on_recall_failed = self._recall_failed_from_thread  # type: ignore[method-assign]
             self._start_movers()
             self.services.start(self.cat, self.cache, self.take_origin)
@@ -195,6 +198,12 @@ class ArchiveDaemon:
                 level="warning" if trouble else "info",
                 **done.details(),
             )
+
+    def _warn_small_cache_fs(self) -> None:
+        cache = self.config.cache
+        why = fs_smaller_than(cache.path, cache.size)
+        if why is not None:
+            events.record(self.cat, "cache_fs_small", why, subject=str(cache.path), level="warning")
 
     def _start_movers(self) -> None:
         assert self.library is not None
@@ -387,18 +396,27 @@ class ArchiveDaemon:
                 log.error("bitfile %d: %s", bitfile, reason)
                 self._recall_done(bitfile, reason)
 
-    async def make_room(self, nbytes: int) -> bool:
+    def _cache_shortfall(self, nbytes: int, disk: bool) -> int:
+        """Bytes to free for `nbytes` more: by the cache's count, and after a real ENOSPC
+        also on its file system (with a margin for the file system's own blocks)."""
+        need = self.cache.used + nbytes - self.cache.limit
+        if disk:
+            need = max(need, disk_shortfall(self.cache, nbytes))
+        return need
+
+    async def make_room(self, nbytes: int, *, disk: bool = False) -> bool:
         """Wait until `nbytes` more fit in the cache: evict, then flush and evict again,
-        for at most `[cache] full_timeout`. False when it did not work out."""
+        for at most `[cache] full_timeout`. False when it did not work out. `disk`: a
+        write met a full cache file system, which eviction must make room on too."""
         deadline = trio.current_time() + self.config.cache.full_timeout
         urged = False
         while True:
-            need = self.cache.used + nbytes - self.cache.limit
+            need = self._cache_shortfall(nbytes, disk)
             if need <= 0:
                 return True
             protect = frozenset(oi.bitfile for oi in self.staging.open_inodes.values())
             await self.in_worker(evict, self.cache, need, protect=protect)
-            if self.cache.used + nbytes <= self.cache.limit:
+            if self._cache_shortfall(nbytes, disk) <= 0:
                 return True
             if trio.current_time() >= deadline:
                 return False

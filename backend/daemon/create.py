@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from backend import config as cfgmod
-from backend.catalog import meta
+from backend.cache.store import fs_smaller_than
+from backend.catalog import events, meta
 from backend.catalog.db import open_catalog
 from backend.errors import ArchiveError
 from backend.library.reconcile import reconcile_library
 from backend.permissions import DIR_MODE, private_umask
+from backend.tape.limits import check_max_file_size, largest_file, object_cost
 from drivers.scsi.identity import is_lto
 from drivers.scsi.library import open_drive
 
@@ -39,6 +41,7 @@ class InitOptions:
     cleaning: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # more [section] keys
     notes: list[str] = field(default_factory=list)  # what init decided on its own, for the user
+    warnings: list[str] = field(default_factory=list)  # what the user should fix, for stderr
 
 
 #: tape block sizes: the default, and LTO's (its drives stream best with large blocks)
@@ -116,6 +119,15 @@ def init_archive(path: Path, opts: InitOptions) -> cfgmod.Config:
     if opts.library == "emulated":
         raw["library"].pop("default_capacity", None)
     config = cfgmod.build(path, raw)  # validate before anything touches the disk
+    if opts.library == "emulated":  # its volumes are known now; a SCSI library's at mount
+        lib = config.library
+        limit = largest_file(
+            opts.volume_size,
+            lib.block_size,
+            layout=lib.label_format,
+            object_cost=object_cost(lib.type),
+        )
+        check_max_file_size(config.mount.max_file_size, limit)
     path.parent.mkdir(parents=True, exist_ok=True)  # the user's own, with the user's umask
     with private_umask():  # all below the archive directory: its user's alone
         path.mkdir(exist_ok=True)
@@ -135,6 +147,12 @@ def _populate(path: Path, config: cfgmod.Config, raw: dict[str, Any], opts: Init
     try:
         meta.set_archive_id(cat, config.archive_id)
         meta.mark_clean_stop(cat)  # nothing to recover in a new archive
+        small = fs_smaller_than(config.cache.path, config.cache.size)
+        if small is not None:
+            opts.warnings.append(small)
+            events.record(
+                cat, "cache_fs_small", small, subject=str(config.cache.path), level="warning"
+            )
         if opts.library == "emulated":
             from drivers.emulated import create_library, open_library
 

@@ -11,12 +11,13 @@ made) to be written again from the cache (backend.catalog.files.complete_recall)
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from backend.cache.checksum import Checksummer
-from backend.cache.eviction import evict
+from backend.cache.eviction import evict, for_disk
 from backend.cache.holes import HoleWriter
 from backend.catalog import events
 from backend.catalog.files import RELEASED, Bitfile, FileClerk, TapeCopy
@@ -98,6 +99,18 @@ def recall_one(ctx: MoverContext, req: Request, label: str) -> None:
             raise CopyReadError(
                 e.message, sense=e.sense, alerts=e.alerts, error_class=e.error_class
             ) from e
+        return
+    except OSError as e:
+        _drop_temp(ctx, temp, bf.size)
+        if e.errno != errno.ENOSPC:
+            queue.requeue(req.id, "interrupted", delay=RETRY_DELAY)
+            raise
+        # The cache's file system is full though its count had room: evict for it and
+        # try again; a drive that read well is no drive fault.
+        freed = for_disk(ctx.cat, cache, bf.size)
+        why = f"the cache file system is full ({freed} bytes evicted)"
+        queue.requeue(req.id, why, delay=0 if freed else RETRY_DELAY)
+        events.record(ctx.cat, "cache_full", why, subject=bf.bfid, level="warning")
         return
     except BaseException:
         _drop_temp(ctx, temp, bf.size)

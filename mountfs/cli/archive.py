@@ -16,7 +16,6 @@ from backend import config as cfgmod
 from backend.admin.control import call, is_running
 from backend.admin.files import pending_writes
 from backend.catalog import events
-from backend.catalog.drives import DriveTable
 from backend.errors import ArchiveError
 from mountfs import locate, views
 from mountfs.cli.console import UsageError, err, out
@@ -43,6 +42,7 @@ def cmd_init(a: argparse.Namespace) -> int:
     )
     opts.extra = cfgmod.apply_overrides({}, a.option or [])  # the keys `mount -o` takes
     config = init_archive(Path(a.archive), opts)
+    _warn(opts.warnings)
     if a.json:
         print(
             json.dumps(
@@ -68,6 +68,11 @@ def cmd_init(a: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        err.print(f"reelfs: warning: {line}")
+
+
 def cmd_mount(a: argparse.Namespace) -> int:
     from backend.permissions import set_private_umask
     from backend.replication.post_config import load_post, load_serve
@@ -88,6 +93,7 @@ def cmd_mount(a: argparse.Namespace) -> int:
             f"reelfs: note: archive {config.archive} also has a stale mount on {other} "
             f"(daemon gone); reelfs umount {other} cleans it up"
         )
+    _check_limits(config)
     set_private_umask()  # this process becomes the daemon: its logs are private from the start
     if a.foreground:
         setup_logging(config, foreground=True, debug=a.debug)
@@ -123,6 +129,22 @@ def check_mount_point(mnt: Path, *, nonempty: bool) -> None:
             )
 
 
+def _check_limits(config: cfgmod.Config) -> None:
+    """Before the daemon is started: a max_file_size no volume can take is a usage error
+    (exit 2), a cache file system smaller than [cache] size a warning. The daemon checks
+    both again, for the volumes it finds and with an event."""
+    from backend.cache.store import fs_smaller_than
+    from backend.tape.limits import check_max_file_size, limit_of
+
+    cat = locate.catalog(config)
+    try:
+        check_max_file_size(config.mount.max_file_size, limit_of(cat, config))
+    finally:
+        cat.close()
+    small = fs_smaller_than(config.cache.path, config.cache.size)
+    _warn([small] if small else [])
+
+
 def cmd_umount(a: argparse.Namespace) -> int:
     mnt = Path(a.mountpoint).absolute()
     archive = locate.archive_of_path(str(mnt))
@@ -139,13 +161,15 @@ def cmd_umount(a: argparse.Namespace) -> int:
     try:
         files, nbytes = pending_writes(cat)
         if files and not a.no_wait:
+            blocked = _blocked(cat, config)
+            blocked()  # before asking for a flush that cannot happen
             err.print(
                 f"{files} file(s), {cfgmod.format_size(nbytes)}, not on tape yet: "
                 "flushing them before unmounting (--no-wait leaves them queued)"
             )
             call(config.socket_path, "drain")
             views.wait_progress(
-                lambda: _pending_done(cat, files, nbytes),
+                lambda: _pending_done(cat, files, nbytes, blocked),
                 total=nbytes or files,
                 what="flushing to tape",
                 timeout=a.timeout,
@@ -218,13 +242,32 @@ def _clean_stale(mnt: Path, here: locate.ReelfsMount, *, quiet: bool) -> None:
         )
 
 
-def _pending_done(cat: Any, files0: int, bytes0: int) -> tuple[int, bool]:
+def _blocked(cat: Any, config: cfgmod.Config) -> Callable[[], None]:
+    """A check that raises when what is left to flush cannot reach tape, saying why:
+    umount must not wait on work that cannot happen."""
+    from backend.tape.limits import limit_of, stuck_writes
+
+    limit = limit_of(cat, config)
+
+    def check() -> None:
+        files, _ = pending_writes(cat)
+        stuck = stuck_writes(cat, limit, config.library.block_size)
+        if stuck is not None and stuck.files >= files:
+            raise ArchiveError(
+                f"cannot flush: {stuck.files} file(s), {cfgmod.format_size(stuck.nbytes)}, "
+                f"cannot reach tape: {stuck.reason}; or unmount with --no-wait to leave "
+                "them in the cache, queued for the next mount"
+            )
+
+    return check
+
+
+def _pending_done(
+    cat: Any, files0: int, bytes0: int, blocked: Callable[[], None]
+) -> tuple[int, bool]:
     files, nbytes = pending_writes(cat)
-    if files and not DriveTable(cat).count_up():
-        raise ArchiveError(
-            f"no drive is up: {files} file(s) cannot go to tape now; put a drive back "
-            "(reelfs drive up NAME) or unmount with --no-wait to leave them queued"
-        )
+    if files:
+        blocked()
     done = (bytes0 - nbytes) if bytes0 else (files0 - files)
     return max(0, done), files == 0
 

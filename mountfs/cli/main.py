@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from backend import config as cfgmod
 from backend.admin.control import ControlError, DaemonNotRunning
-from backend.catalog.db import CatalogError
+from backend.catalog.db import CatalogError, is_disk_full
 from backend.errors import ArchiveError
 from backend.names import printable
 from mountfs import views
@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         err.print(f"reelfs: {printable(where + str(e.strerror or e))}")
+        return EXIT_FAIL
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        err.print(f"reelfs: the catalog's file system is full (ENOSPC): {e}; nothing was changed")
         return EXIT_FAIL
 
 

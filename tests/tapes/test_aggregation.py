@@ -3,6 +3,7 @@ files go where they fit, or are refused when they fit nowhere."""
 
 from __future__ import annotations
 
+import errno
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
 from backend.library.aggregation import plan
 from backend.library.manager import LibraryManager
-from tests.archive import file_of, init_archive, mount, tape_locations
+from tests.archive import file_of, init_archive, mount, reelfs, tape_locations
 from tests.waiting import wait_for
 
 BLOCK = 256 * 1024
@@ -109,20 +110,21 @@ def test_a_file_larger_than_the_space_left_goes_to_a_volume_with_room(tmp_path: 
         m.stop()
 
 
-def test_a_file_larger_than_any_volume_is_refused_at_flush(tmp_path: Path) -> None:
+def test_a_file_larger_than_any_volume_is_refused_at_write(tmp_path: Path) -> None:
     archive = init_archive(tmp_path / "a", volume_size="4MiB")
-    # the mount would refuse the write itself (EFBIG) with its default limit
-    m = mount(archive, tmp_path / "mnt", "mount.max_file_size=64MiB")
+    # a limit above what a volume holds is refused (backend.tape.limits), so the file
+    # can never be written in the first place: EFBIG at write, not a refusal at flush
+    (tmp_path / "mnt").mkdir()
+    p = reelfs("mount", str(archive), str(tmp_path / "mnt"), "-o", "mount.max_file_size=64MiB",
+               check=False)  # fmt: skip
+    assert p.returncode == 2 and b"max_file_size" in p.stderr
+    m = mount(archive, tmp_path / "mnt")
     try:
         f = m.mnt / "huge"
-        f.write_bytes(file_of(5_000_000, 3))
-        p = m.cli("flush", "--wait", "--timeout", "60", str(f), check=False)
-        assert p.returncode == 1
-        assert "larger than any volume" in p.stderr.decode()
-        assert m.state(f) == "dirty"
-        (event,) = m.events("write_refused")
-        assert "5000000 bytes" in event["message"]
-        assert not tape_locations(m, f)
+        with pytest.raises(OSError) as e:
+            f.write_bytes(file_of(5_000_000, 3))
+        assert e.value.errno == errno.EFBIG
+        assert not m.events("write_refused") and not tape_locations(m, f)
     finally:
         m.stop()
 
