@@ -10,72 +10,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pyfuse3
 import trio
 
 from backend.cache.staging import CacheDiskFull, Handle, NeedsRecall, SessionEnd
 from backend.catalog import events
-from backend.catalog.db import is_disk_full
 from backend.catalog.namespace import Inode, Namespace
 from backend.catalog.schema import ROOT_INODE
 from backend.catalog.volumes import VolumeClerk
 from backend.daemon.archive import ArchiveDaemon
 from backend.errors import FsError
+from mountfs.fuseop import fuse_op
 from mountfs.xattrs import Xattrs
 
 log = logging.getLogger("reelfs.fs")
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 READDIR_BATCH = 1024
 REAP_DELAY = 0.02  # s: the forgets of an `rm -r` gather for one commit
 BLKSIZE = 1024 * 1024  # tools like cp size their I/O by it: fewer, larger requests
-
-
-def fuse_op(fn: F) -> F:
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    async def wrapper(self: ReelFS, *args: Any, **kw: Any) -> Any:
-        try:
-            if self.daemon.faults and self.daemon.take_fault(name):
-                raise RuntimeError(f"injected fault in {name}")
-            return await fn(self, *args, **kw)
-        except pyfuse3.FUSEError:
-            raise
-        except FsError as e:
-            if e.errno in (errno.ENOENT, errno.ENODATA, errno.EEXIST, errno.ENOTEMPTY):
-                log.debug("%s: %s", name, e)
-            else:
-                log.info("%s%r: %s", name, _short(args), e.strerror)
-            raise pyfuse3.FUSEError(e.errno) from None
-        except OSError as e:
-            log.warning("%s%r: %s", name, _short(args), e)
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
-        except Exception as e:
-            if is_disk_full(e):  # the catalog's file system: no change was made
-                log.error("%s%r: the catalog's file system is full: %s", name, _short(args), e)
-                raise pyfuse3.FUSEError(errno.ENOSPC) from None
-            log.exception("unexpected error in %s%r; answering EIO", name, _short(args))
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _short(args: tuple) -> tuple:
-    return tuple(
-        a if not isinstance(a, bytes | bytearray) or len(a) < 64 else f"<{len(a)} bytes>"
-        for a in args
-        if not isinstance(a, pyfuse3.RequestContext)
-    )
 
 
 class JournalFailed(FsError):

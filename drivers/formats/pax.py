@@ -22,20 +22,27 @@ writer reuses it for the next record.
 
 from __future__ import annotations
 
+import posixpath
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from drivers.formats.errors import FormatError, ShortSourceError, WriterStateError
 from drivers.formats.records import MemberStream, RecordSource
 from drivers.formats.sparse import (
     SPARSE_KEYWORDS,
+    SPARSE_MAJOR,
+    SPARSE_MINOR,
+    SPARSE_NAME,
+    SPARSE_REALSIZE,
     ExpandedStream,
+    Extents,
     SparseSource,
+    block_aligned,
     check_map,
     copy_expanded,
-    sparse_member,
+    stored_size,
 )
 from drivers.formats.tarheaders import HeaderReader, format_pax_time, mtime_ns
 from drivers.tape import TapeDrive
@@ -94,6 +101,20 @@ class MemberExtent:
     offset: int  # byte offset of that header byte inside the record
     data_offset: int  # byte offset of the member's data from the start of the tape file
     size: int
+
+
+def sparse_member(info: MemberInfo, extents: Extents) -> MemberInfo:
+    """The member that stores `info`'s file as its data regions `extents`."""
+    head, base = posixpath.split(info.name)
+    name = posixpath.join(head, "GNUSparseFile.0", base)
+    records = {
+        **info.records,
+        SPARSE_MAJOR: "1",
+        SPARSE_MINOR: "0",
+        SPARSE_NAME: info.name,
+        SPARSE_REALSIZE: str(info.size),
+    }
+    return replace(info, name=name, size=stored_size(extents, info.size), records=records)
 
 
 def reelfs_records(
@@ -264,6 +285,7 @@ class TapeFileWriter:
         self._check_open()
         if sparse is not None:
             # GNU sparse 1.0: the data regions only; `on_data` still sees the real content
+            sparse = block_aligned(sparse, info.size)
             src = SparseSource(src, info.size, sparse, on_data)
             info, on_data = sparse_member(info, sparse), None
         header = header_bytes(info)

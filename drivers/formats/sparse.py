@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
 import tarfile
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from drivers.formats.errors import FormatError
 
 if TYPE_CHECKING:
-    from drivers.formats.pax import MemberInfo
     from drivers.formats.records import ByteSource, MemberStream
 
 DataCallback = Callable[[memoryview], None]
@@ -51,23 +48,27 @@ def map_bytes(extents: Extents, size: int) -> bytes:
     return raw + bytes(-len(raw) % tarfile.BLOCKSIZE)
 
 
+def block_aligned(extents: Extents, size: int) -> Extents:
+    """`extents` widened to whole 512-byte blocks (the zeros around them stored as data)
+    and merged where they then touch. GNU tar 1.34 reads each region of a sparse member in
+    whole blocks, Python's tarfile reads them back to back: only aligned regions are read
+    alike by both (measured: an unaligned region shifted every one after it in GNU tar)."""
+    out: Extents = []
+    for off, n in extents:
+        if n <= 0:
+            continue
+        start = off - off % 512
+        end = min(size, -(-(off + n) // 512) * 512)
+        if out and start <= out[-1][0] + out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][0] + out[-1][1]) - out[-1][0])
+        else:
+            out.append((start, end - start))
+    return out
+
+
 def stored_size(extents: Extents, size: int) -> int:
     """Bytes of the member's data area: its map and its regions."""
     return len(map_bytes(extents, size)) + sum(n for _, n in extents)
-
-
-def sparse_member(info: MemberInfo, extents: Extents) -> MemberInfo:
-    """The member that stores `info`'s file as its data regions `extents`."""
-    head, base = posixpath.split(info.name)
-    name = posixpath.join(head, "GNUSparseFile.0", base)
-    records = {
-        **info.records,
-        SPARSE_MAJOR: "1",
-        SPARSE_MINOR: "0",
-        SPARSE_NAME: info.name,
-        SPARSE_REALSIZE: str(info.size),
-    }
-    return replace(info, name=name, size=stored_size(extents, info.size), records=records)
 
 
 def feed_zeros(n: int, dest: BinaryIO | None, on_data: DataCallback | None) -> None:
