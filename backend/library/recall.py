@@ -24,7 +24,7 @@ from backend.catalog import events
 from backend.catalog.db import Catalog
 from backend.catalog.files import RELEASED, FileClerk, TapeCopy
 from backend.catalog.queue import RequestQueue
-from backend.catalog.volumes import READABLE, SUSPECT, VolumeClerk
+from backend.catalog.volumes import READABLE, STUCK, SUSPECT, VolumeClerk
 from backend.config import Config
 from backend.errors import ArchiveError
 from backend.library import diagnosis
@@ -44,9 +44,13 @@ def queue_recall(cat: Catalog, archive_id: str, bitfile: int, *, urgent: bool = 
         vc = VolumeClerk(cat)
         copies = files.copies(bitfile)
         states = {c.volume: getattr(vc.get(c.volume), "state", None) for c in copies}
-        # a copy on a volume that gave a media error is read last, when it is the only one
-        for c in sorted(copies, key=lambda c: states[c.volume] == SUSPECT):
-            if states[c.volume] in READABLE:
+        # a copy on a volume that gave a media error is read last, when it is the only one;
+        # a `stuck` volume (the changer failed moving it) is back once reconciled: its
+        # recall waits for it rather than fail, when it holds the only copy
+        for c in sorted(
+            copies, key=lambda c: (states[c.volume] == STUCK, states[c.volume] == SUSPECT)
+        ):
+            if states[c.volume] in READABLE or states[c.volume] == STUCK:
                 RequestQueue(cat).enqueue_recall(
                     bitfile, c.volume, c.fileno, c.block + c.record, urgent=urgent
                 )

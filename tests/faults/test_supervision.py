@@ -221,3 +221,32 @@ def test_a_crashed_mover_restarts_through_a_cleaner_session(tmp_path: Path) -> N
         assert drive["state"] == "up" and drive["mover"] == "alive"
     finally:
         m.stop()
+
+
+def test_a_recall_waits_for_a_cartridge_stuck_in_a_failed_drive(tmp_path: Path) -> None:
+    # the volume stays in the drive after the flush: the changer's next move is its unload
+    archive = init_archive(tmp_path / "archive", drives=1, options={"mover.idle_dismount": "5m"})
+    m = mount(archive, tmp_path / "mnt")
+    lib = archive / "library"
+    try:
+        f = m.mnt / "f.dat"
+        data = file_of(200_000, 5)
+        f.write_bytes(data)
+        m.flush(f)
+        m.release(f)
+        # the drive fails mid-recall, and the changer cannot take the cartridge out of it
+        inject_fault(lib, kind="drive", op="read", count=1)
+        inject_fault(lib, kind="changer", count=1)
+        reader, got = _read_in_thread(f)
+        wait_for(lambda: _drives(m)["drive0"]["state"] == "down", timeout=90, what="drive0 down")
+        drive = _drives(m)["drive0"]
+        (stuck,) = [v for v in _volumes(m).values() if v["state"] == "stuck"]
+        assert drive["volume"] == stuck["label"] and "in drive drive0" in stuck["error"]
+        assert reader.is_alive() and not got, (got, m.events()[-8:])  # waits: no EIO
+        assert any(r["kind"] == "recall" for r in _queue(m))
+        m.cli("drive", "up", "drive0", "--archive", str(archive))  # repaired
+        reader.join(120)
+        assert got.get("data") == data, got.get("error")
+        assert _volumes(m)[stuck["label"]]["state"] != "stuck"
+    finally:
+        m.stop()
