@@ -38,7 +38,7 @@ from backend.daemon.controls import ControlServer
 from backend.daemon.recovery import RecoveryReport, recover
 from backend.daemon.services import ReplicationServices
 from backend.errors import ArchiveError
-from backend.library.diagnosis import Reason
+from backend.library.diagnosis import BLOCKING, Reason
 from backend.library.manager import LibraryManager
 from backend.library.recall import expire as recall_expire
 from backend.library.recall import give_up as recall_give_up
@@ -459,6 +459,11 @@ class ArchiveDaemon:
                 if w.event.is_set() and w.error:
                     return w.error  # the sweep failed it meanwhile, with its own reason
                 if reason is not None:
+                    if reason.code in BLOCKING:
+                        # give_up took the recall out of the queue: the other opens of the
+                        # file fail with this reason now, not with the error it left on
+                        # the file at their own deadline (which read as "no good copy": EIO)
+                        self._recall_done(bitfile, reason)
                     return reason
             # loop: re-read the state (cached now, or still waiting)
 
